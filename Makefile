@@ -1,0 +1,37 @@
+# handoff — two commands on a fresh machine with only Python: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: run test lint bench demo clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)  ## migrate the embedded database, start Prefect and serve every deployment
+	$(BIN)/handoff db upgrade
+	$(BIN)/python -m deployments.serve
+
+test: $(STAMP) lint  ## the whole suite: unit, database (SQLite + PostgreSQL), flows, end to end
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy flows tasks db deployments
+
+bench: $(STAMP)  ## measure; writes var/bench/results.json and a markdown table
+	$(BIN)/python -m tests.bench
+
+demo: $(STAMP)
+	$(BIN)/handoff db upgrade
+	$(BIN)/handoff demo
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

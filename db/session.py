@@ -1,0 +1,75 @@
+"""Engines (one per process and URL, created lazily, after any fork) and Alembic upgrades."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.settings import get_settings
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_engines: dict[tuple[int, str], Engine] = {}
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA busy_timeout=15000")  # wait for a writer rather than fail at once
+    cursor.close()
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for this process and URL (defaults to the configured database)."""
+    url = url or get_settings().database_url
+    key = (os.getpid(), url)
+    engine = _engines.get(key)
+    if engine is None:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 15})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        _engines[key] = engine
+    return engine
+
+
+def session_factory(url: str | None = None) -> sessionmaker[Session]:
+    """A sessionmaker bound to the engine; callers own the transaction (`with s.begin()`)."""
+    return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+def alembic_config() -> Config:
+    """Alembic configuration pointing at db/migrations, no ini file needed."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Bring the database schema to the given revision."""
+    config = alembic_config()
+    with get_engine(url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def is_current(url: str | None = None) -> bool:
+    """True when the schema exists (used to give a clear error instead of a SQL one)."""
+    return inspect(get_engine(url)).has_table("onboardings")
+
+
+def dispose_all() -> None:
+    """Close every pooled connection of this process (tests, backup/restore)."""
+    for key, engine in list(_engines.items()):
+        engine.dispose()
+        del _engines[key]

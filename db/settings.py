@@ -1,0 +1,73 @@
+"""One typed Settings object, read from the environment (prefix HANDOFF_) or a .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "password", "secret", "xxx"}
+
+
+class Settings(BaseSettings):
+    """Everything that differs between machines; the operating model lives in the playbook."""
+
+    model_config = SettingsConfigDict(env_prefix="HANDOFF_", env_file=".env", extra="ignore")
+
+    home: Path = PROJECT_ROOT / "var"
+    database_url: str = ""
+    playbook_path: Path = PROJECT_ROOT / "deployments" / "playbook.yaml"
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_ssl: bool = False
+    smtp_verify_tls: bool = True
+    smtp_timeout: float = 30.0
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_driver(cls, value: str) -> str:
+        """Accept the URLs people paste and pin the drivers this project ships."""
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value.removeprefix("postgres://")
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("smtp_password")
+    @classmethod
+    def _refuse_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refuse an obviously placeholder SMTP password rather than failing at send time."""
+        if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("HANDOFF_SMTP_PASSWORD is a placeholder; set the real password")
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        """Default to the embedded SQLite database under the home directory."""
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.home / 'handoff.db').resolve()}"
+        return self
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where mail goes as .eml files when no SMTP host is configured."""
+        return self.home / "outbox"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where rendered reports and memos are written."""
+        return self.home / "reports"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings instance (tests clear the cache after changing the env)."""
+    return Settings()

@@ -1,0 +1,59 @@
+"""SLA clocks over the playbook's business calendar."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+from db.playbook import WEEKDAYS, Calendar, Playbook, TimeUnit
+from tasks.business_time import BusinessCalendar
+
+
+@lru_cache(maxsize=8)
+def _calendar(calendar_json: str) -> BusinessCalendar:
+    calendar = Calendar.model_validate_json(calendar_json)
+    return BusinessCalendar(
+        timezone=calendar.timezone,
+        workdays=frozenset(WEEKDAYS[d] for d in calendar.workdays),
+        day_start=calendar.hours.start,
+        day_end=calendar.hours.end,
+        holiday_country=calendar.holidays.country,
+        holiday_subdivision=calendar.holidays.subdivision,
+        closed_dates=frozenset(calendar.closed_dates),
+    )
+
+
+def calendar_for(playbook: Playbook) -> BusinessCalendar:
+    """The business calendar the playbook describes (cached; playbooks are immutable)."""
+    return _calendar(playbook.calendar.model_dump_json())
+
+
+def due_after(playbook: Playbook, start: dt.datetime, amount: float, unit: TimeUnit) -> dt.datetime:
+    """When something started at `start` is due, counting in the SLA's own unit."""
+    if unit is TimeUnit.CLOCK_HOURS:
+        return (start + dt.timedelta(hours=amount)).astimezone(dt.UTC)
+    calendar = calendar_for(playbook)
+    if unit is TimeUnit.BUSINESS_DAYS:
+        whole = int(amount)
+        due = calendar.add_business_days(start, whole)
+        rest = amount - whole
+        if rest:
+            day = dt.datetime.combine(dt.date(2000, 1, 1), calendar.day_end) - dt.datetime.combine(
+                dt.date(2000, 1, 1), calendar.day_start
+            )
+            due = calendar.add_business_time(due, day * rest)
+        return due
+    return calendar.add_business_time(start, dt.timedelta(hours=amount))
+
+
+def business_minutes_late(playbook: Playbook, due: dt.datetime, done: dt.datetime) -> int:
+    """Business minutes between the due time and when it happened (0 when on time)."""
+    if done <= due:
+        return 0
+    late = calendar_for(playbook).business_time_between(due, done)
+    return int(late.total_seconds() // 60)
+
+
+def next_send_window(playbook: Playbook, at: dt.datetime) -> dt.datetime:
+    """The first instant at or after `at` when client messages may go out."""
+    return calendar_for(playbook).next_open(at)

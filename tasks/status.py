@@ -1,0 +1,100 @@
+"""Read models for `handoff status`: one client's card, and the whole portfolio in one query."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Communication, Onboarding, utcnow
+from db.playbook import Playbook
+from tasks import records
+from tasks.clock import calendar_for
+
+
+def portfolio(session: Session, playbook: Playbook) -> list[dict[str, Any]]:
+    """Every onboarding, active first, in one query."""
+    rows = session.execute(
+        select(Onboarding.id, Onboarding.client_name, Onboarding.stage, Onboarding.status,
+               Onboarding.next_action, Onboarding.next_action_due, Onboarding.blocker_tag,
+               Onboarding.owner_email)
+        .order_by(Onboarding.status, Onboarding.next_action_due, Onboarding.id)
+    ).all()
+    return [
+        {"id": r.id, "client": r.client_name, "stage": r.stage, "status": r.status,
+         "next_action": r.next_action,
+         "next_action_due": r.next_action_due.isoformat() if r.next_action_due else None,
+         "blocker": r.blocker_tag, "owner": r.owner_email}
+        for r in rows
+    ]
+
+
+def describe(session: Session, playbook: Playbook, onboarding_id: int,
+             now: dt.datetime | None = None) -> dict[str, Any]:
+    """One client's card: where it is, who owns it, what is missing, and its clocks."""
+    now = now or utcnow()
+    ob = records.get_onboarding(session, onboarding_id)
+    stage = playbook.stage(ob.stage)
+    missing = records.missing_items(session, playbook, ob) if ob.status == "active" else []
+    problems = records.exit_problems(session, playbook, ob) if ob.status == "active" else []
+    blockers = records.open_blockers(session, ob.id)
+    calendar = calendar_for(playbook)
+    tz = playbook.calendar.tz
+    clocks = []
+    if ob.status == "active" and ob.next_action_due is not None:
+        remaining = calendar.business_time_between(now, ob.next_action_due)
+        clocks.append({
+            "clock": f"stage {stage.key}",
+            "waits_on": "team",
+            "due": ob.next_action_due.isoformat(),
+            "business_minutes_left": int(remaining.total_seconds() // 60),
+            "breached": now > ob.next_action_due,
+        })
+    pending = session.scalars(
+        select(Communication).where(Communication.onboarding_id == ob.id,
+                                    Communication.status.in_(("queued", "failed", "uncertain")))
+    ).all()
+    for message in pending:
+        clocks.append({"clock": f"message {message.template}", "waits_on": "team",
+                       "due": message.due_at.isoformat() if message.due_at else None,
+                       "status": message.status, "business_minutes_left": None,
+                       "breached": bool(message.due_at and now > message.due_at)})
+    card: dict[str, Any] = {
+        "id": ob.id, "client": ob.client_name, "segment": ob.segment, "offer": ob.offer,
+        "status": ob.status, "stage": ob.stage, "stage_name": stage.name,
+        "owner": ob.owner_email, "backup": ob.backup_email, "contacts": ob.contacts,
+        "next_action": ob.next_action,
+        "next_action_due": ob.next_action_due.isoformat() if ob.next_action_due else None,
+        "kickoff_at": ob.kickoff_at.isoformat() if ob.kickoff_at else None,
+        "kickoff_by": ob.kickoff_by.isoformat() if ob.kickoff_by else None,
+        "first_milestone": ob.first_milestone.isoformat() if ob.first_milestone else None,
+        "missing_artifacts": missing, "exit_problems": problems,
+        "open_blockers": [{"id": b.id, "type": b.type, "critical": b.critical,
+                           "opened_at": b.opened_at.isoformat()} for b in blockers],
+        "clocks": clocks, "flow_run_id": ob.flow_run_id,
+    }
+    local = (lambda d: d.astimezone(tz).strftime("%a %d %b %H:%M %Z") if d else "-")
+    lines = [
+        f"#{ob.id} {ob.client_name} ({ob.segment}, {ob.offer}) — {ob.status}",
+        f"stage:   {stage.name} since {local(ob.stage_entered_at)}",
+        f"owner:   {ob.owner_email} (backup {ob.backup_email})",
+        f"next:    {ob.next_action or '-'} — due {local(ob.next_action_due)}",
+        f"kickoff: {local(ob.kickoff_at)} (committed by {card['kickoff_by'] or '-'})",
+    ]
+    if missing:
+        lines.append("missing: " + ", ".join(missing))
+    for problem in problems:
+        if not problem.startswith("missing artifacts"):
+            lines.append(f"blocked: {problem}")
+    for b in blockers:
+        lines.append(f"blocker: #{b.id} {b.type}{' (critical)' if b.critical else ''} "
+                     f"since {local(b.opened_at)}")
+    for clock in clocks:
+        left = clock["business_minutes_left"]
+        state = "BREACHED" if clock["breached"] else (
+            f"{left // 60}h{left % 60:02d}m business time left" if left is not None else "pending")
+        lines.append(f"clock:   {clock['clock']} waits on {clock['waits_on']}: {state}")
+    card["text"] = "\n".join(lines)
+    return card

@@ -1,0 +1,111 @@
+"""Shared fixtures: an isolated home per test, and the app database on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+# The machine is offline and Prefect must never phone home, in any test process.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+PG_ADMIN_URL = os.environ.get("HANDOFF_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _pg_reachable() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    if not _pg_reachable():
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is unreachable and CI=true: must not skip")
+        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432")
+    name = f"handoff_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    from db.session import upgrade
+
+    upgrade(url)
+    yield url
+    from db.session import dispose_all
+
+    dispose_all()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated HANDOFF_HOME (outbox, reports, SQLite file) for one test."""
+    from db.settings import get_settings
+
+    monkeypatch.setenv("HANDOFF_HOME", str(tmp_path / "var"))
+    monkeypatch.delenv("HANDOFF_DATABASE_URL", raising=False)
+    monkeypatch.delenv("HANDOFF_SMTP_HOST", raising=False)
+    get_settings.cache_clear()
+    yield tmp_path / "var"
+    get_settings.cache_clear()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migrated, empty app database: a new SQLite file, or the session's PostgreSQL emptied."""
+    from db.settings import get_settings
+    from db.session import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{home / 'handoff.db'}"
+        upgrade(url)
+    else:
+        url = request.getfixturevalue("pg_server_url")
+        _truncate(url)
+    monkeypatch.setenv("HANDOFF_DATABASE_URL", url)
+    get_settings.cache_clear()
+    return url
+
+
+def _truncate(url: str) -> None:
+    from db.models import Base
+    from db.session import get_engine
+
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with get_engine(url).begin() as conn:
+        # TRUNCATE is not a row DELETE, so the event log's append-only trigger rightly allows it.
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def session(db_url: str) -> Iterator[Session]:
+    """A session on the test database; tests open their own transactions."""
+    from db.session import session_factory
+
+    with session_factory(db_url)() as s:
+        yield s
+
+
+@pytest.fixture
+def playbook():  # type: ignore[no-untyped-def]
+    """The shipped default playbook."""
+    from db.playbook import get_playbook
+
+    return get_playbook()
