@@ -245,9 +245,8 @@ class Playbook(_Model):
         for key, blocker in self.blockers.items():
             self._check_lane(f"blockers.{key}.lane", blocker.lane)
             if blocker.founder_boundary and blocker.founder_boundary not in self.founder_boundaries:
-                raise ValueError(
-                    f"blockers.{key}.founder_boundary: unknown boundary {blocker.founder_boundary!r}"
-                )
+                raise ValueError(f"blockers.{key}.founder_boundary: unknown boundary "
+                                 f"{blocker.founder_boundary!r}")
         for threshold in self.kpi_thresholds:
             self._check_lane(f"kpi_thresholds.{threshold.key}.owner_lane", threshold.owner_lane)
         return self
@@ -317,7 +316,8 @@ def load_playbook(path: Path) -> Playbook:
     except FileNotFoundError:
         raise PlaybookError(f"playbook file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise PlaybookError(f"playbook {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        detail = str(exc).replace("\n", " ")
+        raise PlaybookError(f"playbook {path} is not valid YAML: {detail}") from None
     if not isinstance(raw, dict):
         raise PlaybookError(f"playbook {path} must be a mapping of keys, got {type(raw).__name__}")
     try:

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     playbook_path: Path = PROJECT_ROOT / "deployments" / "playbook.yaml"
 
+    prefect_api_url: str = "http://127.0.0.1:4200/api"
+    onboarding_deployment: str = "client-onboarding/client-onboarding"
+
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_username: str | None = None
@@ -55,6 +58,11 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'handoff.db').resolve()}"
         return self
+
+    @property
+    def results_dir(self) -> Path:
+        """Durable Prefect result storage, so resumed runs find what earlier runs persisted."""
+        return self.home / "prefect-results"
 
     @property
     def outbox_dir(self) -> Path:

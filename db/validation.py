@@ -128,5 +128,7 @@ def one_of(value: str, allowed: list[str] | dict[str, object], field: str) -> st
     """The value, if it is one of the allowed keys; otherwise an error listing them."""
     keys = list(allowed)
     if value not in keys:
-        raise HandoffError(f"{field} {_show(value)} is not known; expected one of {', '.join(keys)}")
+        raise HandoffError(
+            f"{field} {_show(value)} is not known; expected one of {', '.join(keys)}"
+        )
     return value

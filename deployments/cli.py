@@ -25,7 +25,8 @@ app = typer.Typer(help="handoff: client onboarding from 'deal closed' to 'ready 
 db_app = typer.Typer(help="The database: migrate, back up, restore.", no_args_is_help=True)
 playbook_app = typer.Typer(help="The operating model in deployments/playbook.yaml.",
                            no_args_is_help=True)
-artifact_app = typer.Typer(help="Artifacts and checklist items a stage needs.", no_args_is_help=True)
+artifact_app = typer.Typer(help="Artifacts and checklist items a stage needs.",
+                           no_args_is_help=True)
 blocker_app = typer.Typer(help="Blockers, by the playbook's taxonomy.", no_args_is_help=True)
 qa_app = typer.Typer(help="Handoff QA checks.", no_args_is_help=True)
 kickoff_app = typer.Typer(help="The kickoff call.", no_args_is_help=True)
@@ -490,6 +491,45 @@ def import_deals(
     flows = [] if no_flow else [_start(i) for i in ids]
     emit(as_json, {"imported": ids, "flows": flows},
          f"imported {len(ids)} onboardings: {', '.join(map(str, ids))}")
+
+
+@app.command("sweep")
+@guarded
+def sweep(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Sweep as if it were this time "
+                                              "(ISO 8601; default now).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the reminder and escalation sweeps now, in-process."""
+    from tasks.sweeps import sweep_now
+
+    reminders = sweep_now(as_of, messages=True, escalations=False)
+    escalations = sweep_now(as_of, messages=False, escalations=True)
+    emit(as_json, {"reminders": reminders, "escalations": escalations},
+         f"reminders:   {_summary(reminders)}\nescalations: {_summary(escalations)}")
+
+
+def _summary(report: dict[str, Any]) -> str:
+    if "skipped" in report:
+        return f"skipped ({report['skipped']})"
+    queued = int(report["queued_messages"]) + int(report["queued_escalations"])
+    return (f"{report['clients']} active clients, {queued} queued, {report['sent']} sent, "
+            f"{report['retried']} to retry, {report['failed']} failed")
+
+
+@app.command("reconcile")
+@guarded
+def reconcile_cmd(as_json: JsonOpt = False) -> None:
+    """Start missing client runs, resume runs whose condition is met, restart dead runs."""
+    from tasks.prefect_link import server_reachable, unreachable_note
+    from tasks.reconcile import reconcile_runs
+
+    if not server_reachable():
+        raise HandoffError(unreachable_note())
+    report = reconcile_runs()
+    data = {"started": report.started, "resumed": report.resumed, "restarted": report.restarted}
+    emit(as_json, data, f"started {report.started}, resumed {report.resumed}, "
+                        f"restarted {report.restarted}")
 
 
 def main() -> None:

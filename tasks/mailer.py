@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from enum import StrEnum
 from pathlib import Path
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
@@ -115,7 +116,7 @@ class Attachment:
         _reject_crlf("attachment filename", self.filename)
         maintype, slash, subtype = self.mimetype.partition("/")
         if not slash or not maintype or not subtype or _CRLF.search(self.mimetype):
-            raise ValueError(f"attachment mimetype must look like 'type/subtype': {self.mimetype!r}")
+            raise ValueError(f"attachment mimetype must be 'type/subtype': {self.mimetype!r}")
         if maintype.lower() == "multipart":
             raise ValueError(f"attachment mimetype must not be multipart: {self.mimetype!r}")
         if self.inline_cid is not None:
@@ -225,7 +226,7 @@ class SmtpConfig:
         """Return True when AUTH should be performed."""
         return bool(self.username)
 
-    def tls_context(self) -> ssl.SSLContext:
+    def tls_context(self) -> SSLContext:
         """Return the client TLS context (verifying unless ``verify_tls`` is False)."""
         ctx = ssl.create_default_context()
         if not self.verify_tls:
@@ -293,11 +294,18 @@ def classify_error(exc: BaseException) -> SendOutcome:
         return SendOutcome.PERMANENT if exc.smtp_code >= 500 else SendOutcome.TRANSIENT
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return SendOutcome.PERMANENT  # e.g. SMTPUTF8 address on a server without SMTPUTF8
-    if isinstance(exc, smtplib.SMTPServerDisconnected | OSError):
-        return SendOutcome.TRANSIENT  # refused, reset, timeout, TLS failure
+    if isinstance(exc, OSError):
+        return SendOutcome.TRANSIENT  # disconnect, refused, reset, timeout, TLS failure
     if isinstance(exc, ValueError):
         return SendOutcome.PERMANENT  # the message itself cannot be serialised
     return SendOutcome.TRANSIENT
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Return True for disconnects and socket errors (smtplib.SMTPException is an OSError)."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 
 def _decode(value: bytes | str) -> str:
@@ -516,7 +524,7 @@ class SmtpTransport:
             )
         except (smtplib.SMTPException, OSError, ValueError) as exc:
             outcome = classify_error(exc)
-            if isinstance(exc, smtplib.SMTPServerDisconnected | OSError):
+            if _is_connection_error(exc):
                 self._discard(self._yag)  # delivery state unknown; next send reconnects
             return SendResult(msg.key, outcome, message_id, self._error(exc))
         if refused:

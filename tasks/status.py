@@ -75,7 +75,9 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
                            "opened_at": b.opened_at.isoformat()} for b in blockers],
         "clocks": clocks, "flow_run_id": ob.flow_run_id,
     }
-    local = (lambda d: d.astimezone(tz).strftime("%a %d %b %H:%M %Z") if d else "-")
+    def local(at: dt.datetime | None) -> str:
+        return at.astimezone(tz).strftime("%a %d %b %H:%M %Z") if at else "-"
+
     lines = [
         f"#{ob.id} {ob.client_name} ({ob.segment}, {ob.offer}) — {ob.status}",
         f"stage:   {stage.name} since {local(ob.stage_entered_at)}",

@@ -70,8 +70,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A migrated, empty app database: a new SQLite file, or the session's PostgreSQL emptied."""
-    from db.settings import get_settings
     from db.session import upgrade
+    from db.settings import get_settings
 
     if request.param == "sqlite":
         url = f"sqlite:///{home / 'handoff.db'}"

@@ -37,7 +37,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 Stage = Literal["MAIL", "RCPT", "DATA"]
 
-# aiosmtpd logs sessions, expected TLS handshake failures, and warns about AUTH without TLS (intended here).
+# aiosmtpd logs sessions and expected TLS handshake failures; AUTH without TLS is intended.
 logging.getLogger("mail.log").setLevel(logging.CRITICAL)
 
 
@@ -393,6 +393,7 @@ def self_signed_tls(
     from cryptography.x509.oid import NameOID
 
     target = Path(directory or tempfile.mkdtemp(prefix="loopback-tls-"))
+    target.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "loopback-smtp-test")])
     alt_names: list[x509.GeneralName] = []

@@ -1,0 +1,114 @@
+"""The main job: a local Prefect server (unless one is configured) serving every deployment.
+
+    python -m deployments.serve [--no-server] [--limit N] [--port 4200]
+
+Every deployment is declared here, once, with explicit timezones and an explicit process limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from db.playbook import get_playbook
+from db.settings import get_settings
+
+RUNNER_ENV = {
+    # Resumed runs re-execute from the top; persisted results keep what earlier runs stored.
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+    # A resumed run restarts within ~2 s rather than ~10 s.
+    "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+}
+
+
+def deployments(limit_tags: list[str] | None = None) -> list[object]:
+    """Every handoff deployment, from one place."""
+    from flows.onboarding import client_onboarding
+    from flows.sweeps import escalation_sweep, reconcile, reminder_sweep
+
+    tz = get_playbook().calendar.timezone
+    tags = ["handoff", *(limit_tags or [])]
+    return [
+        client_onboarding.to_deployment(
+            name="client-onboarding", tags=tags,
+            description="One client's onboarding; started by `handoff onboard`."),
+        reminder_sweep.to_deployment(
+            name="reminder-sweep", tags=tags, cron="0 8-18 * * 1-5", timezone=tz,
+            description="Reminder cadences, hourly through the business day."),
+        escalation_sweep.to_deployment(
+            name="escalation-sweep", tags=tags, cron="15 8-18 * * 1-5", timezone=tz,
+            description="Escalation thresholds and blocker paths, hourly through the day."),
+        reconcile.to_deployment(
+            name="reconcile", tags=tags, cron="*/5 * * * *", timezone=tz,
+            description="Start missing runs, resume waiting runs whose condition is met."),
+    ]
+
+
+def configure_runner_env() -> None:
+    """Environment every served run inherits."""
+    settings = get_settings()
+    settings.results_dir.mkdir(parents=True, exist_ok=True)
+    for key, value in RUNNER_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(settings.results_dir.resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def serve_all(limit: int) -> None:
+    """Serve every deployment from this process; blocks until interrupted."""
+    from prefect import serve
+
+    configure_runner_env()
+    serve(*deployments(), limit=limit)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start (or join) the Prefect server, then serve; Ctrl-C stops everything."""
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve")
+    parser.add_argument("--no-server", action="store_true",
+                        help="use PREFECT_API_URL instead of starting a local server")
+    parser.add_argument("--port", type=int, default=4200)
+    parser.add_argument("--limit", type=int, default=int(os.environ.get("HANDOFF_RUN_LIMIT", 8)),
+                        help="most flow runs executing at once (suspended runs hold none)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    server = None
+    if not args.no_server:
+        from deployments.server import start_server, wait_healthy
+
+        api = f"http://127.0.0.1:{args.port}/api"
+        os.environ["PREFECT_API_URL"] = api
+        os.environ.setdefault("PREFECT_UI_URL", f"http://127.0.0.1:{args.port}")
+        home = settings.home / "prefect"
+        print(f"starting Prefect server on 127.0.0.1:{args.port} (log: {home / 'server.log'})")
+        server = start_server(home, port=args.port, log=Path(home / "server.log"))
+        seconds = wait_healthy(api, process=server)
+        print(f"Prefect server ready in {seconds:.0f}s")
+    ui = os.environ.get("PREFECT_UI_URL") or os.environ["PREFECT_API_URL"].removesuffix("/api")
+    print(
+        f"\nhandoff is running.\n"
+        f"  Prefect UI:   {ui}\n"
+        f"  database:     {settings.database_url}\n"
+        f"  mail:         {'SMTP ' + settings.smtp_host if settings.smtp_host else 'files in ' + str(settings.outbox_dir)}\n"  # noqa: E501
+        f"\nIn another terminal, start a first onboarding:\n"
+        f"  .venv/bin/handoff onboard --client 'Acme Dental' --segment smb --offer 'Growth "
+        f"retainer' --owner va@example.com --backup ops@example.com --contact pat@acme.example\n"
+        f"\nCtrl-C stops everything.\n", flush=True)
+    try:
+        serve_all(args.limit)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            from deployments.server import stop
+
+            stop(server)
+            print("Prefect server stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

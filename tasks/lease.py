@@ -1,0 +1,56 @@
+"""Named leases in the database, so two workers never run the same sweep at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Lease, utcnow
+
+
+class LeaseHeld(RuntimeError):
+    """Another process holds the lease; this run should skip, not wait."""
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def acquire(session: Session, name: str, holder: str, ttl: dt.timedelta) -> bool:
+    """Take the lease if it is free or expired; True when this holder has it."""
+    now = utcnow()
+    taken = session.execute(
+        update(Lease).where(Lease.name == name, Lease.expires_at < now)
+        .values(holder=holder, expires_at=now + ttl)
+    ).rowcount
+    if taken:
+        return True
+    try:
+        with session.begin_nested():
+            session.add(Lease(name=name, holder=holder, expires_at=now + ttl))
+        return True
+    except IntegrityError:
+        return False
+
+
+@contextmanager
+def lease(factory: sessionmaker[Session], name: str,
+          ttl: dt.timedelta = dt.timedelta(minutes=15)) -> Iterator[str]:
+    """Hold `name` for the block; raise LeaseHeld if someone else has it."""
+    holder = _holder()
+    with factory() as session, session.begin():
+        if not acquire(session, name, holder, ttl):
+            raise LeaseHeld(f"{name} is already running elsewhere")
+    try:
+        yield holder
+    finally:
+        with factory() as session, session.begin():
+            session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))

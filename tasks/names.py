@@ -1,0 +1,13 @@
+"""Readable names for what the Prefect UI shows."""
+
+from __future__ import annotations
+
+from db.session import session_factory
+from tasks import records
+
+
+def onboarding_run_name(onboarding_id: int) -> str:
+    """'Acme Dental #12': the client's name, so the UI list reads as the portfolio."""
+    with session_factory()() as session, session.begin():
+        ob = records.get_onboarding(session, onboarding_id)
+        return f"{ob.client_name} #{ob.id}"

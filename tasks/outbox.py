@@ -1,0 +1,287 @@
+"""The outbox: every message is queued under an idempotency key and delivered at most once.
+
+Delivery claims a batch (status queued -> sending, committed) before handing anything to SMTP and
+records each result right after. A crash between "SMTP accepted" and "recorded as sent" leaves the
+row in `sending`; the next delivery marks such rows `uncertain` and tells the owner, rather than
+sending them a second time.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Communication, Event, Onboarding, OwnerAway, utcnow
+from db.playbook import Playbook
+from db.settings import Settings
+from tasks.clock import business_minutes_late, next_send_window
+from tasks.mailer import (
+    Attachment,
+    FileTransport,
+    OutgoingMessage,
+    SendOutcome,
+    SmtpConfig,
+    SmtpTransport,
+    Transport,
+)
+from tasks.records import log_event
+from tasks.render import Rendered, catalog, render_message
+
+MAX_ATTEMPTS = 6
+BACKOFF_MINUTES = (5, 15, 45, 120, 360)
+SENDING_LEASE = dt.timedelta(minutes=10)  # a claimed row older than this was orphaned by a crash
+
+
+def transport_for(settings: Settings) -> Transport:
+    """SMTP when a host is configured, else .eml files under var/outbox/."""
+    if not settings.smtp_host:
+        return FileTransport(settings.outbox_dir)
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    return SmtpTransport(SmtpConfig(
+        host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_username,
+        password=password, starttls=settings.smtp_starttls, ssl=settings.smtp_ssl,
+        verify_tls=settings.smtp_verify_tls, timeout=settings.smtp_timeout,
+        sender=_sender_address(settings),
+    ))
+
+
+def _sender_address(settings: Settings) -> str:
+    from db.playbook import get_playbook
+
+    return str(get_playbook().business.sender.email)
+
+
+def owners_on_duty(session: Session, emails: list[str], at: dt.datetime) -> set[str]:
+    """Which of these people are away at `at` (one query)."""
+    if not emails:
+        return set()
+    rows = session.scalars(select(OwnerAway.email).where(
+        OwnerAway.email.in_(emails), OwnerAway.since <= at, OwnerAway.until >= at.date()))
+    return set(rows)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A message to queue: what, to whom, under which key, and when it was due."""
+
+    onboarding_id: int | None
+    template: str
+    recipients: list[str]
+    key: str
+    context: dict[str, Any]
+    due_at: dt.datetime | None = None
+    sla_key: str | None = None
+    cycle: int = 0
+    attachments: tuple[Attachment, ...] = ()
+
+
+def enqueue(session: Session, playbook: Playbook, draft: Draft, *,
+            now: dt.datetime) -> tuple[Communication, bool]:
+    """Queue a message unless its key was queued before; returns (row, created)."""
+    existing = session.scalars(
+        select(Communication).where(Communication.idempotency_key == draft.key)).first()
+    if existing is not None:
+        return existing, False
+    spec = catalog()[draft.template]
+    rendered = render_message(draft.template, draft.context)
+    send_from = now if draft.due_at is None else min(now, draft.due_at)
+    if spec.audience == "client":
+        send_from = next_send_window(playbook, max(send_from, now))  # clients: business hours
+    row = _row(draft, rendered, spec.audience, spec.lane, created=now, send_from=send_from)
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        # Another transaction queued the same key first: the unique constraint is the arbiter.
+        winner = session.scalars(
+            select(Communication).where(Communication.idempotency_key == draft.key)).one()
+        return winner, False
+    log_event(session, "message_queued", actor="handoff", onboarding_id=draft.onboarding_id,
+              at=now, template=draft.template, key=draft.key)
+    return row, True
+
+
+def enqueue_many(session: Session, playbook: Playbook, drafts: list[Draft], *,
+                 now: dt.datetime) -> list[Communication]:
+    """Queue a batch in a constant number of statements; keys already queued are skipped."""
+    if not drafts:
+        return []
+    specs = catalog()
+    rows = []
+    for draft in drafts:
+        spec = specs[draft.template]
+        send_from = now if draft.due_at is None else min(now, draft.due_at)
+        if spec.audience == "client":
+            send_from = next_send_window(playbook, max(send_from, now))
+        rows.append(_row(draft, render_message(draft.template, draft.context), spec.audience,
+                         spec.lane, created=now, send_from=send_from))
+    try:
+        with session.begin_nested():
+            session.add_all(rows)
+            session.flush()
+    except IntegrityError:
+        # A concurrent pass queued some of these keys first: fall back to one-by-one.
+        return [row for draft in drafts for row, created in
+                [enqueue(session, playbook, draft, now=now)] if created]
+    session.add_all([Event(onboarding_id=d.onboarding_id, at=now, actor="handoff",
+                           kind="message_queued", detail={"template": d.template, "key": d.key})
+                     for d in drafts])
+    return rows
+
+
+def _row(draft: Draft, rendered: Rendered, audience: str, lane: str, *, created: dt.datetime,
+         send_from: dt.datetime) -> Communication:
+    return Communication(
+        onboarding_id=draft.onboarding_id, template=draft.template, lane=lane,
+        audience=audience, recipients=",".join(draft.recipients), subject=rendered.subject,
+        body_html=rendered.html, body_text=rendered.text,
+        attachments=[{"filename": a.filename, "mimetype": a.mimetype,
+                      "inline_cid": a.inline_cid,
+                      "content": base64.b64encode(a.content).decode()}
+                     for a in draft.attachments],
+        idempotency_key=draft.key, status="queued", attempts=0, next_attempt_at=send_from,
+        created_at=created, due_at=draft.due_at, sla_key=draft.sla_key, cycle=draft.cycle,
+    )
+
+
+def _outgoing(row: Communication, sender: str) -> OutgoingMessage:
+    return OutgoingMessage(
+        key=row.idempotency_key, sender=sender, to=tuple(row.recipients.split(",")),
+        subject=row.subject, html=row.body_html, text=row.body_text,
+        attachments=tuple(Attachment(filename=a["filename"], mimetype=a["mimetype"],
+                                     inline_cid=a.get("inline_cid"),
+                                     content=base64.b64decode(a["content"]))
+                          for a in row.attachments),
+    )
+
+
+@dataclass
+class DeliveryReport:
+    """What one delivery pass did."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    uncertain: int = 0
+
+
+def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settings, *,
+            now: dt.datetime, onboarding_id: int | None = None,
+            limit: int = 5000) -> DeliveryReport:
+    """Send every due queued message over one connection; record each result at once."""
+    report = DeliveryReport()
+    with factory() as session, session.begin():
+        report.uncertain = _mark_orphans(session, playbook, now)
+        claimed = _claim(session, now, onboarding_id, limit)
+    if not claimed:
+        return report
+    sender = str(playbook.business.sender.email)
+    with transport_for(settings) as transport:
+        for row in claimed:
+            result = transport.send(_outgoing(row, sender))
+            with factory() as session, session.begin():
+                _record(session, playbook, row.id, result.outcome, result.message_id,
+                        result.error, now, report)
+    return report
+
+
+def _claim(session: Session, now: dt.datetime, onboarding_id: int | None,
+           limit: int) -> list[Communication]:
+    """Move due rows from queued to sending; only rows this transaction moved are ours."""
+    due = and_(Communication.status == "queued",
+               or_(Communication.next_attempt_at.is_(None), Communication.next_attempt_at <= now))
+    if onboarding_id is not None:
+        due = and_(due, Communication.onboarding_id == onboarding_id)
+    stmt = select(Communication.id).where(due).order_by(Communication.id).limit(limit)
+    if session.bind is not None and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    ids = list(session.scalars(stmt))
+    if not ids:
+        return []
+    token = uuid.uuid4().hex
+    session.execute(
+        update(Communication).where(Communication.id.in_(ids), Communication.status == "queued")
+        .values(status="sending", attempts=Communication.attempts + 1, claimed_by=token,
+                claimed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    rows = list(session.scalars(select(Communication).where(
+        Communication.id.in_(ids), Communication.claimed_by == token,
+        Communication.status == "sending")))
+    for row in rows:
+        session.expunge(row)
+    return rows
+
+
+def _record(session: Session, playbook: Playbook, row_id: int, outcome: SendOutcome,
+            message_id: str, error: str | None, now: dt.datetime,
+            report: DeliveryReport) -> None:
+    row = session.get(Communication, row_id)
+    assert row is not None
+    if outcome is SendOutcome.SENT:
+        row.status, row.sent_at, row.message_id, row.last_error = "sent", now, message_id, None
+        row.late_business_minutes = (business_minutes_late(playbook, row.due_at, now)
+                                     if row.due_at else None)
+        report.sent += 1
+        log_event(session, "message_sent", actor="handoff", onboarding_id=row.onboarding_id,
+                  at=now, template=row.template, key=row.idempotency_key,
+                  late_business_minutes=row.late_business_minutes)
+        return
+    row.last_error = error
+    if outcome is SendOutcome.TRANSIENT and row.attempts < MAX_ATTEMPTS:
+        wait = BACKOFF_MINUTES[min(row.attempts - 1, len(BACKOFF_MINUTES) - 1)]
+        row.status, row.next_attempt_at = "queued", now + dt.timedelta(minutes=wait)
+        report.retried += 1
+        log_event(session, "message_retry", actor="handoff", onboarding_id=row.onboarding_id,
+                  at=now, template=row.template, attempts=row.attempts, error=error)
+        return
+    row.status = "failed"
+    report.failed += 1
+    log_event(session, "message_failed", actor="handoff", onboarding_id=row.onboarding_id,
+              at=now, template=row.template, attempts=row.attempts, error=error)
+    _notify_owner(session, playbook, row, now, problem=error or "refused")
+
+
+def _mark_orphans(session: Session, playbook: Playbook, now: dt.datetime) -> int:
+    """Rows left in `sending` by a crash may have reached SMTP: never resend, tell a human."""
+    orphans = list(session.scalars(select(Communication).where(
+        Communication.status == "sending", Communication.claimed_at < utcnow() - SENDING_LEASE)))
+    for row in orphans:
+        row.status = "uncertain"
+        log_event(session, "message_uncertain", actor="handoff",
+                  onboarding_id=row.onboarding_id, at=now, template=row.template,
+                  key=row.idempotency_key)
+        _notify_owner(session, playbook, row, now,
+                      problem="the sender stopped while handing this message to the mail "
+                              "server; check the recipient's inbox before re-sending")
+    return len(orphans)
+
+
+def _notify_owner(session: Session, playbook: Playbook, row: Communication, now: dt.datetime,
+                  *, problem: str) -> None:
+    if row.template == "delivery_failure":
+        return  # a failed failure-notice is in the log and in `handoff status`; no loop
+    onboarding = session.get(Onboarding, row.onboarding_id) if row.onboarding_id else None
+    owner = onboarding.owner_email if onboarding else str(playbook.business.founder.email)
+    enqueue(session, playbook, Draft(
+        onboarding_id=row.onboarding_id, template="delivery_failure", recipients=[owner],
+        key=f"delivery-failure:{row.idempotency_key}",
+        context={"business": business_context(playbook),
+                 "failed": {"template": row.template, "recipients": row.recipients,
+                            "attempts": row.attempts, "error": problem,
+                            "client": onboarding.client_name if onboarding else None}},
+    ), now=now)
+
+
+def business_context(playbook: Playbook) -> dict[str, str]:
+    """The business fields every template may use."""
+    business = playbook.business
+    return {"name": business.name, "sender": business.sender.name,
+            "founder": business.founder.name, "founder_email": str(business.founder.email)}

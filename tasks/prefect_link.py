@@ -1,0 +1,132 @@
+"""The CLI's door to Prefect: start a client's run, and wake it when a fact is recorded.
+
+Both are best effort by design: the database is the record of truth, so when the Prefect server
+is down the fact is kept and the reconcile flow catches the run up later.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from uuid import UUID
+
+import httpx
+
+from db.session import session_factory
+from db.settings import get_settings
+from tasks import records
+from tasks.names import onboarding_run_name
+
+WAITING = "Suspended"
+
+
+def configure_prefect_client() -> str:
+    """Point Prefect's client at the configured server (never an ephemeral one); return the URL."""
+    url = os.environ.setdefault("PREFECT_API_URL", get_settings().prefect_api_url)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    return url
+
+
+def server_reachable(timeout: float = 2.0) -> bool:
+    """True when the Prefect API answers its health check."""
+    url = configure_prefect_client().rstrip("/")
+    headers = {}
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+    if auth:
+        import base64
+
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    try:
+        return httpx.get(f"{url}/health", timeout=timeout, headers=headers).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def unreachable_note() -> str:
+    """What the VA is told when Prefect is down."""
+    return (f"Prefect server not reachable at {configure_prefect_client()}; the fact is recorded "
+            "and the reconcile flow will catch the run up once the server is back")
+
+
+def ui_url(flow_run_id: UUID | str) -> str:
+    """The Prefect UI page of a flow run."""
+    from prefect.settings import get_current_settings
+
+    base = get_current_settings().ui_url or configure_prefect_client().removesuffix("/api")
+    return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def start_run(onboarding_id: int, attempt: int = 0) -> str:
+    """Start the client's onboarding run from its deployment; idempotent per onboarding+attempt."""
+    if not server_reachable():
+        return unreachable_note()
+    from prefect.deployments import run_deployment
+
+    with session_factory()() as session, session.begin():
+        ob = records.get_onboarding(session, onboarding_id)
+        tags = [f"segment:{ob.segment}", f"offer:{ob.offer}", f"onboarding:{ob.id}"]
+    name = onboarding_run_name(onboarding_id)
+    run = run_deployment(
+        get_settings().onboarding_deployment, parameters={"onboarding_id": onboarding_id},
+        timeout=0, tags=tags, flow_run_name=name, as_subflow=False,
+        # The server returns the existing run for a known key, so a retried start reuses it.
+        idempotency_key=f"onboarding-{onboarding_id}" + (f"-restart-{attempt}" if attempt else ""),
+    )
+    remember_run(onboarding_id, str(run.id))
+    return ui_url(run.id)
+
+
+def remember_run(onboarding_id: int, flow_run_id: str) -> None:
+    """Store the run id on the onboarding (plain column; no guardrail involved)."""
+    with session_factory()() as session, session.begin():
+        ob = records.get_onboarding(session, onboarding_id)
+        if ob.flow_run_id != flow_run_id:
+            ob.flow_run_id = flow_run_id
+            records.log_event(session, "flow_run_linked", actor="handoff",
+                              onboarding_id=onboarding_id, flow_run_id=flow_run_id)
+
+
+def nudge_run(onboarding_id: int, wait_seconds: float = 5.0) -> str:
+    """Resume the client's suspended run so it re-checks the database; say what happened."""
+    with session_factory()() as session, session.begin():
+        ob = records.get_onboarding(session, onboarding_id)
+        flow_run_id, status = ob.flow_run_id, ob.status
+    if status != "active":
+        return f"onboarding is {status}; no run to wake"
+    if flow_run_id is None:
+        return "no flow run yet; the reconcile flow will start one"
+    if not server_reachable():
+        return unreachable_note()
+    return resume_if_suspended(UUID(flow_run_id), wait_seconds=wait_seconds)
+
+
+def resume_if_suspended(flow_run_id: UUID, wait_seconds: float = 0.0) -> str:
+    """Resume a run waiting on its stage form; a run that is busy re-checks on its own."""
+    from prefect import get_client
+    from prefect.exceptions import NotPausedError, ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    deadline = time.monotonic() + wait_seconds
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                run = client.read_flow_run(flow_run_id)
+            except ObjectNotFound:
+                return "the flow run no longer exists; the reconcile flow will start a new one"
+            state = run.state
+            if state is not None and state.is_paused() and state.name == WAITING:
+                try:
+                    resume_flow_run(flow_run_id, run_input={})
+                except NotPausedError:
+                    return "the run was already resuming; it will re-check the record"
+                except RuntimeError as exc:
+                    return f"the run refused the resume: {exc}"
+                return f"resumed {ui_url(flow_run_id)}"
+            if state is not None and state.is_final():
+                return (f"the run is {state.name}; the reconcile flow will restart it"
+                        if not state.is_completed() else "the run has completed")
+            if time.monotonic() >= deadline:
+                return f"the run is {state.name if state else 'pending'}; it re-checks the " \
+                       "record before it waits again"
+            time.sleep(0.5)

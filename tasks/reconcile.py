@@ -1,0 +1,87 @@
+"""Keep the database and Prefect in step: every active onboarding has a live run that is
+waiting only when it must. Running it twice in a row does nothing the second time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from sqlalchemy import func, select
+
+from db.models import Event, Onboarding
+from db.playbook import get_playbook
+from db.session import session_factory
+from tasks import records
+from tasks.prefect_link import WAITING, remember_run
+
+DEAD = {"CANCELLED", "CRASHED", "FAILED"}
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconcile pass changed."""
+
+    started: list[int] = field(default_factory=list)
+    resumed: list[int] = field(default_factory=list)
+    restarted: list[int] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return len(self.started) + len(self.resumed) + len(self.restarted)
+
+
+def _active() -> list[tuple[int, str | None, bool, int]]:
+    """(id, flow_run_id, exit condition met, restarts so far) for every active onboarding."""
+    playbook = get_playbook()
+    with session_factory()() as session, session.begin():
+        rows = list(session.scalars(select(Onboarding).where(Onboarding.status == "active")))
+        restarts = dict(session.execute(
+            select(Event.onboarding_id, func.count()).where(Event.kind == "flow_run_restarted")
+            .group_by(Event.onboarding_id)).all())
+        return [(ob.id, ob.flow_run_id, not records.exit_problems(session, playbook, ob),
+                 int(restarts.get(ob.id, 0))) for ob in rows]
+
+
+def reconcile_runs() -> ReconcileReport:
+    """Start missing runs, resume runs waiting on a condition already met, restart dead runs."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.exceptions import NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    from tasks.prefect_link import start_run
+
+    report = ReconcileReport()
+    active = _active()
+    ids = [UUID(run_id) for _, run_id, _, _ in active if run_id]
+    states = {}
+    with get_client(sync_client=True) as client:
+        for chunk in range(0, len(ids), 200):
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=ids[chunk:chunk + 200])), limit=200):
+                states[str(run.id)] = run.state
+    for onboarding_id, run_id, met, restarts in active:
+        state = states.get(run_id) if run_id else None
+        if state is None:
+            start_run(onboarding_id, attempt=restarts)
+            report.started.append(onboarding_id)
+        elif state.type.value in DEAD or state.is_completed():
+            _log_restart(onboarding_id, run_id, state.name)
+            start_run(onboarding_id, attempt=restarts + 1)
+            report.restarted.append(onboarding_id)
+        elif state.is_paused() and state.name == WAITING and met:
+            try:
+                resume_flow_run(UUID(run_id), run_input={})  # type: ignore[arg-type]
+                report.resumed.append(onboarding_id)
+            except NotPausedError:
+                pass  # it woke up between the read and the resume: nothing to do
+    return report
+
+
+def _log_restart(onboarding_id: int, run_id: str | None, state: str) -> None:
+    with session_factory()() as session, session.begin():
+        records.log_event(session, "flow_run_restarted", actor="reconcile",
+                          onboarding_id=onboarding_id, previous_run=run_id, state=state)
+
+
+__all__ = ["ReconcileReport", "reconcile_runs", "remember_run"]

@@ -1,0 +1,418 @@
+"""Tests for tasks.mailer against a real loopback aiosmtpd server (no mocks)."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import time
+from collections.abc import Iterator
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+
+from tasks.mailer import (
+    Attachment,
+    FileTransport,
+    OutgoingMessage,
+    SendOutcome,
+    SmtpConfig,
+    SmtpTransport,
+    Transport,
+    build_mime,
+    classify_error,
+    message_id_for,
+)
+from tests.smtp_server import LoopbackSmtp, self_signed_tls
+
+PASSWORD = "s3cr3t-Pa55word"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+CSV = "name,amount\nZoë,12.50\nBob,7\n".encode()
+
+
+def make_msg(key: str = "onboarding:42:welcome", **overrides: object) -> OutgoingMessage:
+    """Return a typical message; fields can be overridden."""
+    fields: dict[str, object] = {
+        "key": key,
+        "sender": "Acme Onboarding <hello@acme.example>",
+        "to": ("Client <client@example.org>",),
+        "subject": "Welcome aboard",
+        "html": '<p>Hello <b>there</b></p><img src="cid:logo@acme">',
+        "text": "Hello there\n\nPlain text, not HTML.\n",
+    }
+    fields.update(overrides)
+    return OutgoingMessage(**fields)  # type: ignore[arg-type]
+
+
+def config(server: LoopbackSmtp, **overrides: object) -> SmtpConfig:
+    """Return a plain-text loopback SmtpConfig."""
+    fields: dict[str, object] = {
+        "port": server.port,
+        "starttls": False,
+        "timeout": 2.0,
+        "sender": "bounces@acme.example",
+    }
+    fields.update(overrides)
+    return SmtpConfig(server.host, **fields)  # type: ignore[arg-type]
+
+
+def parts(part: EmailMessage) -> list[EmailMessage]:
+    """Return the direct subparts of a multipart."""
+    children = part.get_payload()
+    assert isinstance(children, list)
+    return [child for child in children if isinstance(child, EmailMessage)]
+
+
+def tree(part: EmailMessage) -> object:
+    """Return the MIME structure as nested (content-type, children) tuples."""
+    if part.is_multipart():
+        return (part.get_content_type(), [tree(child) for child in parts(part)])
+    return part.get_content_type()
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackSmtp]:
+    """A running loopback SMTP server without AUTH."""
+    with LoopbackSmtp() as srv:
+        yield srv
+
+
+@pytest.fixture
+def auth_server() -> Iterator[LoopbackSmtp]:
+    """A running loopback SMTP server requiring AUTH."""
+    with LoopbackSmtp(username="apikey", password=PASSWORD) as srv:
+        yield srv
+
+
+# -- MIME --------------------------------------------------------------------------------------
+
+
+def test_full_multipart_structure_over_smtp(server: LoopbackSmtp) -> None:
+    """Text, HTML, inline image and CSV attachment arrive in the expected nesting."""
+    msg = make_msg(
+        attachments=(
+            Attachment("logo.png", PNG, "image/png", inline_cid="logo@acme"),
+            Attachment("invoice.csv", CSV, "text/csv"),
+        ),
+        reply_to="Support <support@acme.example>",
+    )
+    with SmtpTransport(config(server)) as transport:
+        result = transport.send(msg)
+    assert result.outcome is SendOutcome.SENT and result.error is None
+    (received,) = server.messages
+    assert received.mail_from == "bounces@acme.example"
+    assert received.rcpt_tos == ("client@example.org",)
+    mime = received.message
+    assert tree(mime) == (
+        "multipart/mixed",
+        [
+            (
+                "multipart/related",
+                [("multipart/alternative", ["text/plain", "text/html"]), "image/png"],
+            ),
+            "text/csv",
+        ],
+    )
+    plain = mime.get_body(("plain",))
+    html = mime.get_body(("html",))
+    assert plain is not None and html is not None
+    assert plain.get_content().replace("\r\n", "\n") == msg.text
+    assert "<" not in plain.get_content()
+    assert html.get_content().strip() == msg.html
+    related, csv = parts(mime)
+    assert related.get_param("type") == "multipart/alternative"
+    image = parts(related)[1]
+    assert image["Content-ID"] == "<logo@acme>"
+    assert image.get_content_disposition() == "inline"
+    assert image.get_payload(decode=True) == PNG
+    assert csv.get_content_disposition() == "attachment"
+    assert csv.get_filename() == "invoice.csv"
+    assert csv.get_payload(decode=True) == CSV
+    assert mime["Message-ID"] == result.message_id
+    assert mime["From"] == msg.sender
+    assert mime["To"] == "Client <client@example.org>"
+    assert mime["Reply-To"] == "Support <support@acme.example>"
+    assert mime["Subject"] == "Welcome aboard"
+    assert mime["Date"].datetime is not None
+    assert mime["MIME-Version"] == "1.0"
+
+
+def test_only_needed_levels() -> None:
+    """Without images or attachments the message is just multipart/alternative."""
+    assert tree(build_mime(make_msg())) == ("multipart/alternative", ["text/plain", "text/html"])
+    with_csv = make_msg(attachments=(Attachment("a.csv", CSV, "text/csv"),))
+    assert tree(build_mime(with_csv)) == (
+        "multipart/mixed",
+        [("multipart/alternative", ["text/plain", "text/html"]), "text/csv"],
+    )
+
+
+def test_unicode_subject_and_body_are_encoded(server: LoopbackSmtp) -> None:
+    """Non-ASCII subject/body/display names are RFC 2047/QP encoded and round-trip."""
+    subject = "Willkommen, Zoë — Ihr Start 🎉 " + " ".join(["lang"] * 20)
+    msg = make_msg(subject=subject, text="Grüße, Zoë\n", sender="Zoë Ops <ops@acme.example>")
+    with SmtpTransport(config(server)) as transport:
+        assert transport.send(msg).outcome is SendOutcome.SENT
+    (received,) = server.messages
+    received.raw.decode("ascii")  # 7-bit clean on the wire
+    assert b"=?utf-8?" in received.raw
+    assert received.message["Subject"] == subject
+    assert received.message["From"] == "Zoë Ops <ops@acme.example>"
+    plain = received.message.get_body(("plain",))
+    assert plain is not None and plain.get_content().replace("\r\n", "\n") == "Grüße, Zoë\n"
+
+
+@pytest.mark.parametrize("bad", ["Hi\r\nBcc: victim@example.org", "Hi\nthere", "Hi\rthere"])
+def test_crlf_in_subject_refused(bad: str) -> None:
+    """CR or LF in the subject raises ValueError naming the subject."""
+    with pytest.raises(ValueError, match="subject") as info:
+        make_msg(subject=bad)
+    assert repr(bad) in str(info.value)
+
+
+def test_invalid_messages_refused() -> None:
+    """Empty recipients, addresses without a domain and bad MIME types are rejected."""
+    with pytest.raises(ValueError, match="recipient"):
+        make_msg(to=())
+    with pytest.raises(ValueError, match="sender"):
+        make_msg(sender="nobody")
+    with pytest.raises(ValueError, match="mimetype"):
+        Attachment("x", b"", "png")
+    assert make_msg(to="one@example.org").to == ("one@example.org",)  # type: ignore[arg-type]
+
+
+def test_message_id_is_deterministic(server: LoopbackSmtp) -> None:
+    """Same key gives the same Message-ID; different keys differ even with equal subjects."""
+    first = build_mime(make_msg("k-1"))["Message-ID"]
+    assert first == build_mime(make_msg("k-1"))["Message-ID"]
+    assert re.fullmatch(r"<[0-9a-f]{32}@acme\.example>", first)
+    assert first == message_id_for("k-1", "hello@acme.example")
+    with SmtpTransport(config(server)) as transport:
+        results = [transport.send(make_msg(key)) for key in ("k-1", "k-2", "k-1")]
+    ids = [m.message["Message-ID"] for m in server.messages]
+    assert ids == [r.message_id for r in results]
+    assert ids[0] == ids[2] == first
+    assert ids[0] != ids[1]
+
+
+# -- SMTP transport ----------------------------------------------------------------------------
+
+
+def test_batch_of_20_uses_one_connection(server: LoopbackSmtp) -> None:
+    """Twenty sends share one connection (and the transport satisfies the Protocol)."""
+    with SmtpTransport(config(server)) as transport:
+        assert isinstance(transport, Transport)
+        results = [transport.send(make_msg(f"batch-{i}", subject="Same")) for i in range(20)]
+    assert [r.outcome for r in results] == [SendOutcome.SENT] * 20
+    assert server.count_connections == 1
+    assert transport.connections_opened == 1
+    assert len({m.message["Message-ID"] for m in server.messages}) == 20
+
+
+def test_login_and_password_never_leaks(auth_server: LoopbackSmtp) -> None:
+    """AUTH with a non-address username works; the password never shows in repr or errors."""
+    cfg = config(auth_server, username="apikey", password=PASSWORD)
+    assert PASSWORD not in repr(cfg) and PASSWORD not in str(cfg)
+    assert "password='***'" in repr(cfg)
+    with SmtpTransport(cfg) as transport:
+        results = [transport.send(make_msg(f"auth-{i}")) for i in range(3)]
+    assert all(r.outcome is SendOutcome.SENT for r in results)
+    assert [m.login for m in auth_server.messages] == ["apikey"] * 3  # not "apikey@gmail.com"
+    assert auth_server.auth_attempts == 1
+
+    wrong = PASSWORD + "-old"
+    auth_server.auth_failure_message = f"535 5.7.8 bad credentials {wrong}"  # echoes secret
+    bad = config(auth_server, username="apikey", password=wrong)
+    with SmtpTransport(bad) as transport:
+        failed = transport.send(make_msg())
+    assert failed.outcome is SendOutcome.TRANSIENT
+    assert failed.error is not None and "535" in failed.error
+    assert wrong not in failed.error and PASSWORD not in failed.error
+    assert wrong not in repr(failed)
+
+
+def test_unauthenticated_client_is_refused(auth_server: LoopbackSmtp) -> None:
+    """Without login the server answers 530 to MAIL, which is PERMANENT for the message."""
+    with SmtpTransport(config(auth_server)) as transport:
+        result = transport.send(make_msg())
+    assert result.outcome is SendOutcome.PERMANENT
+    assert result.error is not None and "530" in result.error
+
+
+def test_username_without_password_is_a_config_error() -> None:
+    """A username without password would make yagmail consult the keyring; refuse it."""
+    with pytest.raises(ValueError, match="password"):
+        SmtpConfig("smtp.example.org", username="u", sender="a@example.org")
+
+
+@pytest.mark.parametrize(
+    ("stage", "code", "expected"),
+    [
+        ("MAIL", 451, SendOutcome.TRANSIENT),
+        ("RCPT", 450, SendOutcome.TRANSIENT),
+        ("DATA", 452, SendOutcome.TRANSIENT),
+        ("MAIL", 553, SendOutcome.PERMANENT),
+        ("RCPT", 550, SendOutcome.PERMANENT),
+        ("DATA", 554, SendOutcome.PERMANENT),
+    ],
+)
+def test_reply_codes_are_classified(
+    server: LoopbackSmtp, stage: str, code: int, expected: SendOutcome
+) -> None:
+    """4xx -> TRANSIENT, 5xx -> PERMANENT; later messages still go out on the same connection."""
+    server.fail_next(code, stage=stage, count=2)  # type: ignore[arg-type]
+    with SmtpTransport(config(server)) as transport:
+        results = [transport.send(make_msg(f"code-{i}")) for i in range(3)]
+    assert [r.outcome for r in results] == [expected, expected, SendOutcome.SENT]
+    assert str(code) in (results[0].error or "")
+    assert server.count_connections == 1
+    assert [m.message["Message-ID"] for m in server.messages] == [results[2].message_id]
+
+
+def test_mixed_recipient_refusals(server: LoopbackSmtp) -> None:
+    """Partial refusal is SENT (a retry would duplicate); all refused incl. a 4xx is TRANSIENT."""
+    server.refuse_recipients = {"gone@example.org": 550, "full@example.org": 452}
+    with SmtpTransport(config(server)) as transport:
+        partial = transport.send(make_msg("p", to=("ok@example.org", "gone@example.org")))
+        mixed = transport.send(make_msg("m", to=("gone@example.org", "full@example.org")))
+    assert partial.outcome is SendOutcome.SENT
+    assert partial.error is not None and "gone@example.org" in partial.error
+    assert server.messages[0].rcpt_tos == ("ok@example.org",)
+    assert mixed.outcome is SendOutcome.TRANSIENT
+
+
+def test_server_stopped_is_transient(server: LoopbackSmtp) -> None:
+    """Connection refused on __enter__: no exception, every send reports TRANSIENT quickly."""
+    server.stop()
+    started = time.monotonic()
+    with SmtpTransport(config(server)) as transport:
+        results = [transport.send(make_msg(f"down-{i}")) for i in range(5)]
+    assert time.monotonic() - started < 2
+    assert {r.outcome for r in results} == {SendOutcome.TRANSIENT}
+    assert "refused" in (results[0].error or "").lower()
+    server.start()
+    with SmtpTransport(config(server)) as transport:
+        assert transport.send(make_msg()).outcome is SendOutcome.SENT
+
+
+def test_slow_greeting_times_out_as_transient(server: LoopbackSmtp) -> None:
+    """A greeting slower than the timeout gives TRANSIENT after about ``timeout`` seconds."""
+    server.greeting_delay = 5.0
+    started = time.monotonic()
+    with SmtpTransport(config(server, timeout=1.0)) as transport:
+        results = [transport.send(make_msg(f"slow-{i}")) for i in range(3)]
+    elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.0
+    assert {r.outcome for r in results} == {SendOutcome.TRANSIENT}
+    assert "timed out" in (results[0].error or "")
+
+
+def test_slow_data_reply_is_transient(server: LoopbackSmtp) -> None:
+    """No reply to the end of DATA within the timeout gives TRANSIENT, not an exception."""
+    server.data_delay = 3.0
+    started = time.monotonic()
+    with SmtpTransport(config(server, timeout=0.5)) as transport:
+        result = transport.send(make_msg())
+    assert result.outcome is SendOutcome.TRANSIENT
+    assert time.monotonic() - started < 2.0
+
+
+def test_dropped_connection_is_reopened_once(server: LoopbackSmtp) -> None:
+    """A server-side drop mid-batch is healed once transparently; a second drop is not."""
+    with SmtpTransport(config(server)) as transport:
+        first = transport.send(make_msg("drop-1"))
+        server.drop_connections()
+        second = transport.send(make_msg("drop-2"))
+        third = transport.send(make_msg("drop-3"))
+        server.drop_connections()
+        fourth = transport.send(make_msg("drop-4"))
+    assert [r.outcome for r in (first, second, third)] == [SendOutcome.SENT] * 3
+    assert fourth.outcome is SendOutcome.TRANSIENT
+    assert server.count_connections == 2
+    assert len(server.messages) == 3
+
+
+def test_starttls_verifies_certificates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STARTTLS uses a verifying context: untrusted cert fails, trusted cert works."""
+    server_ctx, cert = self_signed_tls(tmp_path)
+    with LoopbackSmtp(starttls_context=server_ctx) as srv:
+        with SmtpTransport(config(srv, starttls=True)) as transport:
+            untrusted = transport.send(make_msg("tls-1"))
+        with SmtpTransport(config(srv, starttls=True, verify_tls=False)) as transport:
+            unverified = transport.send(make_msg("tls-2"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # read by ssl.create_default_context()
+        with SmtpTransport(config(srv, starttls=True)) as transport:
+            trusted = transport.send(make_msg("tls-3"))
+    assert untrusted.outcome is SendOutcome.TRANSIENT
+    assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.error or "")
+    assert unverified.outcome is SendOutcome.SENT
+    assert trusted.outcome is SendOutcome.SENT
+
+
+def test_tls_hostname_is_checked_and_implicit_ssl_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Implicit TLS works with a trusted cert and fails when the name does not match."""
+    good_ctx, good_cert = self_signed_tls(tmp_path / "good")
+    bad_ctx, bad_cert = self_signed_tls(tmp_path / "bad", names=("other.example",))
+    monkeypatch.setenv("SSL_CERT_FILE", str(good_cert))
+    with LoopbackSmtp(implicit_tls_context=good_ctx) as srv:
+        with SmtpTransport(config(srv, ssl=True)) as transport:
+            assert transport.send(make_msg()).outcome is SendOutcome.SENT
+    monkeypatch.setenv("SSL_CERT_FILE", str(bad_cert))
+    with LoopbackSmtp(implicit_tls_context=bad_ctx) as srv:
+        with SmtpTransport(config(srv, ssl=True)) as transport:
+            mismatch = transport.send(make_msg())
+    assert mismatch.outcome is SendOutcome.TRANSIENT
+    assert "mismatch" in (mismatch.error or "").lower()
+
+
+def test_classify_error_table() -> None:
+    """Direct checks of the classification rules."""
+    refused_5xx = smtplib.SMTPRecipientsRefused({"a@x": (550, b"no"), "b@x": (553, b"no")})
+    refused_mixed = smtplib.SMTPRecipientsRefused({"a@x": (550, b"no"), "b@x": (451, b"later")})
+    assert classify_error(refused_5xx) is SendOutcome.PERMANENT
+    assert classify_error(refused_mixed) is SendOutcome.TRANSIENT
+    assert classify_error(smtplib.SMTPDataError(554, b"spam")) is SendOutcome.PERMANENT
+    assert classify_error(smtplib.SMTPSenderRefused(451, b"x", "a@x")) is SendOutcome.TRANSIENT
+    assert classify_error(smtplib.SMTPServerDisconnected("gone")) is SendOutcome.TRANSIENT
+    assert classify_error(ConnectionRefusedError()) is SendOutcome.TRANSIENT
+    assert classify_error(TimeoutError()) is SendOutcome.TRANSIENT
+
+
+# -- File transport ----------------------------------------------------------------------------
+
+
+def test_file_transport_writes_parseable_eml(tmp_path: Path) -> None:
+    """Each message lands atomically in {dir}/{safe key}.eml and parses back."""
+    outbox = tmp_path / "outbox"
+    msg = make_msg(
+        "client/42:welcome",
+        subject="Hallo Zoë",
+        attachments=(
+            Attachment("logo.png", PNG, "image/png", inline_cid="logo@acme"),
+            Attachment("invoice.csv", CSV, "text/csv"),
+        ),
+    )
+    with FileTransport(outbox) as transport:
+        assert isinstance(transport, Transport)
+        result = transport.send(msg)
+        again = transport.send(msg)
+        plain = transport.send(make_msg("simple-key"))
+    assert result.outcome is again.outcome is plain.outcome is SendOutcome.SENT
+    files = sorted(p.name for p in outbox.iterdir())
+    assert len(files) == 2 and "simple-key.eml" in files
+    assert all(name.endswith(".eml") and "/" not in name for name in files)
+    safe = transport.path_for(msg.key)
+    assert safe.parent == outbox and safe.name.startswith("client_42_welcome")
+    parsed = BytesParser(policy=policy.default).parsebytes(safe.read_bytes())
+    assert isinstance(parsed, EmailMessage)
+    assert parsed["Subject"] == "Hallo Zoë"
+    assert parsed["Message-ID"] == result.message_id
+    body = parsed.get_body(("plain",))
+    assert body is not None and body.get_content().replace("\r\n", "\n") == msg.text
+    assert [p.get_filename() for p in parsed.iter_attachments()] == ["invoice.csv"]
