@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
@@ -124,7 +125,7 @@ def parse_date(value: str | dt.date | None, field: str) -> dt.date | None:
     return parsed
 
 
-def one_of(value: str, allowed: list[str] | dict[str, object], field: str) -> str:
+def one_of(value: str, allowed: Iterable[str], field: str) -> str:
     """The value, if it is one of the allowed keys; otherwise an error listing them."""
     keys = list(allowed)
     if value not in keys:

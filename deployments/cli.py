@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -226,23 +225,28 @@ def status(
 @guarded
 def artifact_add(
     onboarding_id: Annotated[int, typer.Argument(help="Onboarding id.")],
-    key: Annotated[str, typer.Argument(help="Artifact key (see 'handoff playbook show').")],
+    keys: Annotated[list[str], typer.Argument(help="Artifact key(s) (see 'handoff playbook "
+                                                   "show').")],
     note: Annotated[str | None, typer.Option(help="Note or link.")] = None,
     by: ByOpt = "va",
     at: AtOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Record that an artifact or checklist item exists."""
+    """Record that artifacts or checklist items exist (all of them, or none)."""
     recorded_at = when(at)
+    results = []
     with transaction() as (session, playbook):
-        artifact, created = records.record_artifact(session, playbook, onboarding_id, key,
-                                                    by=by, at=recorded_at, note=note)
-        result = {"onboarding": onboarding_id, "key": key, "created": created,
-                  "recorded_at": artifact.recorded_at}
+        for key in keys:
+            artifact, created = records.record_artifact(session, playbook, onboarding_id, key,
+                                                        by=by, at=recorded_at, note=note)
+            results.append({"key": key, "created": created, "recorded_at": artifact.recorded_at})
     flow = _nudge(onboarding_id)
-    verb = "recorded" if created else "was already recorded"
-    emit(as_json, {**result, "flow": flow}, f"{key} {verb} for onboarding {onboarding_id}\n"
-         f"flow: {flow}")
+    lines = [f"{r['key']} {'recorded' if r['created'] else 'was already recorded'} for "
+             f"onboarding {onboarding_id}" for r in results]
+    data: dict[str, Any] = {"onboarding": onboarding_id, "artifacts": results, "flow": flow}
+    if len(results) == 1:
+        data.update(results[0])
+    emit(as_json, data, "\n".join(lines) + f"\nflow: {flow}")
 
 
 @blocker_app.command("open")
@@ -538,4 +542,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

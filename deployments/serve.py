@@ -25,6 +25,8 @@ RUNNER_ENV = {
 
 def deployments(limit_tags: list[str] | None = None) -> list[object]:
     """Every handoff deployment, from one place."""
+    from prefect.schedules import Cron
+
     from flows.onboarding import client_onboarding
     from flows.sweeps import escalation_sweep, reconcile, reminder_sweep
 
@@ -35,13 +37,16 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
             name="client-onboarding", tags=tags,
             description="One client's onboarding; started by `handoff onboard`."),
         reminder_sweep.to_deployment(
-            name="reminder-sweep", tags=tags, cron="0 8-18 * * 1-5", timezone=tz,
+            name="reminder-sweep", tags=tags, schedule=Cron("0 8-18 * * 1-5", timezone=tz),
+            concurrency_limit=1,
             description="Reminder cadences, hourly through the business day."),
         escalation_sweep.to_deployment(
-            name="escalation-sweep", tags=tags, cron="15 8-18 * * 1-5", timezone=tz,
+            name="escalation-sweep", tags=tags, schedule=Cron("15 8-18 * * 1-5", timezone=tz),
+            concurrency_limit=1,
             description="Escalation thresholds and blocker paths, hourly through the day."),
         reconcile.to_deployment(
-            name="reconcile", tags=tags, cron="*/5 * * * *", timezone=tz,
+            name="reconcile", tags=tags, schedule=Cron("*/5 * * * *", timezone=tz),
+            concurrency_limit=1,
             description="Start missing runs, resume waiting runs whose condition is met."),
     ]
 

@@ -48,7 +48,7 @@ def walk_stage(onboarding_id: int, stage: str) -> None:
             continue
         form = suspend_flow_run(
             wait_for_input=stage_form(stage).with_initial_data(description=check.description),
-            key=f"{stage}-{check.wait}",
+            key=f"{stage.replace('_', '-')}-{check.wait}",
             timeout=None,
         )
         record_stage_form(onboarding_id, stage, check.wait, form.model_dump())

@@ -8,8 +8,9 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import CursorResult, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,10 +28,11 @@ def _holder() -> str:
 def acquire(session: Session, name: str, holder: str, ttl: dt.timedelta) -> bool:
     """Take the lease if it is free or expired; True when this holder has it."""
     now = utcnow()
-    taken = session.execute(
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(Lease).where(Lease.name == name, Lease.expires_at < now)
         .values(holder=holder, expires_at=now + ttl)
-    ).rowcount
+    )
+    taken = result.rowcount
     if taken:
         return True
     try:

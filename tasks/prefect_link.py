@@ -61,13 +61,14 @@ def start_run(onboarding_id: int, attempt: int = 0) -> str:
     """Start the client's onboarding run from its deployment; idempotent per onboarding+attempt."""
     if not server_reachable():
         return unreachable_note()
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     with session_factory()() as session, session.begin():
         ob = records.get_onboarding(session, onboarding_id)
         tags = [f"segment:{ob.segment}", f"offer:{ob.offer}", f"onboarding:{ob.id}"]
     name = onboarding_run_name(onboarding_id)
-    run = run_deployment(
+    run: FlowRun = run_deployment(  # type: ignore[assignment]
         get_settings().onboarding_deployment, parameters={"onboarding_id": onboarding_id},
         timeout=0, tags=tags, flow_run_name=name, as_subflow=False,
         # The server returns the existing run for a known key, so a retried start reuses it.
@@ -123,6 +124,8 @@ def resume_if_suspended(flow_run_id: UUID, wait_seconds: float = 0.0) -> str:
                 except RuntimeError as exc:
                     return f"the run refused the resume: {exc}"
                 return f"resumed {ui_url(flow_run_id)}"
+            if state is not None and (state.is_scheduled() or state.is_pending()):
+                return f"the run is {state.name}; it reads the record when it starts"
             if state is not None and state.is_final():
                 return (f"the run is {state.name}; the reconcile flow will restart it"
                         if not state.is_completed() else "the run has completed")

@@ -35,7 +35,7 @@ def _active() -> list[tuple[int, str | None, bool, int]]:
     playbook = get_playbook()
     with session_factory()() as session, session.begin():
         rows = list(session.scalars(select(Onboarding).where(Onboarding.status == "active")))
-        restarts = dict(session.execute(
+        restarts: dict[int | None, int] = dict(session.execute(  # type: ignore[arg-type]
             select(Event.onboarding_id, func.count()).where(Event.kind == "flow_run_restarted")
             .group_by(Event.onboarding_id)).all())
         return [(ob.id, ob.flow_run_id, not records.exit_problems(session, playbook, ob),
@@ -78,7 +78,7 @@ def reconcile_runs() -> ReconcileReport:
     return report
 
 
-def _log_restart(onboarding_id: int, run_id: str | None, state: str) -> None:
+def _log_restart(onboarding_id: int, run_id: str | None, state: str | None) -> None:
     with session_factory()() as session, session.begin():
         records.log_event(session, "flow_run_restarted", actor="reconcile",
                           onboarding_id=onboarding_id, previous_run=run_id, state=state)

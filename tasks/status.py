@@ -42,7 +42,7 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
     blockers = records.open_blockers(session, ob.id)
     calendar = calendar_for(playbook)
     tz = playbook.calendar.tz
-    clocks = []
+    clocks: list[dict[str, Any]] = []
     if ob.status == "active" and ob.next_action_due is not None:
         remaining = calendar.business_time_between(now, ob.next_action_due)
         clocks.append({
@@ -94,7 +94,7 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
         lines.append(f"blocker: #{b.id} {b.type}{' (critical)' if b.critical else ''} "
                      f"since {local(b.opened_at)}")
     for clock in clocks:
-        left = clock["business_minutes_left"]
+        left: int | None = clock["business_minutes_left"]
         state = "BREACHED" if clock["breached"] else (
             f"{left // 60}h{left % 60:02d}m business time left" if left is not None else "pending")
         lines.append(f"clock:   {clock['clock']} waits on {clock['waits_on']}: {state}")

@@ -84,6 +84,19 @@ def db_url(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.Monke
     return url
 
 
+@pytest.fixture
+def sqlite_url(home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migrated, empty SQLite app database (for tests whose database is not the subject)."""
+    from db.session import upgrade
+    from db.settings import get_settings
+
+    url = f"sqlite:///{home / 'handoff.db'}"
+    upgrade(url)
+    monkeypatch.setenv("HANDOFF_DATABASE_URL", url)
+    get_settings.cache_clear()
+    return url
+
+
 def _truncate(url: str) -> None:
     from db.models import Base
     from db.session import get_engine
