@@ -119,6 +119,34 @@ def db_upgrade(as_json: JsonOpt = False) -> None:
     emit(as_json, {"database": url, "revision": "head"}, f"database is up to date: {url}")
 
 
+@db_app.command("backup")
+@guarded
+def db_backup(
+    target: Annotated[Path, typer.Argument(help="Where to write the backup file.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Back up the embedded SQLite database online (PostgreSQL: use pg_dump)."""
+    from db.backup import backup
+
+    pages = backup(get_settings().database_url, target, force=force)
+    emit(as_json, {"backup": str(target), "pages": pages}, f"backed up to {target} ({pages} pages)")
+
+
+@db_app.command("restore")
+@guarded
+def db_restore(
+    source: Annotated[Path, typer.Argument(help="A file written by 'handoff db backup'.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore the embedded SQLite database from a backup (stop the runner first)."""
+    from db.backup import restore
+
+    pages = restore(get_settings().database_url, source)
+    emit(as_json, {"restored": str(source), "pages": pages},
+         f"restored from {source} ({pages} pages)")
+
+
 # -- playbook ------------------------------------------------------------------------------
 
 

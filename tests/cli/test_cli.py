@@ -162,3 +162,26 @@ def test_uninitialised_database_is_explained(home: Path) -> None:
     result = run(url, "status", ok=False)
     assert result.returncode == 2
     assert "not set up; run 'handoff db upgrade'" in result.stderr
+
+
+def test_backup_and_restore_round_trip(sqlite_url: str, tmp_path: Path) -> None:
+    first = onboard(sqlite_url, "--no-flow", client="Before Backup")
+    run(sqlite_url, "artifact", "add", str(first), "deal_terms_confirmed")
+    backup = tmp_path / "backups" / "handoff.sqlite"
+    assert "backed up" in run(sqlite_url, "db", "backup", str(backup)).stdout
+    refused(sqlite_url, "db", "backup", str(backup), match="already exists; pass --force")
+    onboard(sqlite_url, "--no-flow", client="After Backup")
+    run(sqlite_url, "db", "restore", str(backup))
+    rows = json.loads(run(sqlite_url, "status", "--json").stdout)
+    assert [r["client"] for r in rows] == ["Before Backup"]
+    card = json.loads(run(sqlite_url, "status", str(first), "--json").stdout)
+    assert "deal_terms_confirmed" not in card["missing_artifacts"]
+    (tmp_path / "junk.sqlite").write_text("not a database")
+    refused(sqlite_url, "db", "restore", str(tmp_path / "junk.sqlite"),
+            match="is not a SQLite database")
+
+
+@pytest.mark.postgres
+def test_backup_on_postgres_gives_pg_dump_guidance(pg_server_url: str, tmp_path: Path) -> None:
+    result = run(pg_server_url, "db", "backup", str(tmp_path / "x"), ok=False)
+    assert result.returncode == 2 and "pg_dump -Fc" in result.stderr
