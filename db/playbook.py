@@ -59,6 +59,10 @@ class Hours(_Model):
 
     @model_validator(mode="after")
     def _ordered(self) -> Hours:
+        for name, value in (("start", self.start), ("end", self.end)):
+            if value.tzinfo is not None:
+                raise ValueError(f"{name} {value} must be a wall-clock time like 09:00 "
+                                 "(the zone is calendar.timezone)")
         if self.end <= self.start:
             raise ValueError(f"end {self.end} must be after start {self.start}")
         return self

@@ -564,6 +564,11 @@ def reconcile_cmd(as_json: JsonOpt = False) -> None:
                         f"restarted {report.restarted}")
 
 
+from deployments.cli_reports import register as _register_reports  # noqa: E402
+
+_register_reports(app)
+
+
 def main() -> None:
     """Entry point for `python -m deployments.cli`."""
     app()

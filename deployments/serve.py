@@ -20,6 +20,8 @@ RUNNER_ENV = {
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
     # A resumed run restarts within ~2 s rather than ~10 s.
     "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    # Running flow runs report every 30 s; the zombie automation crashes silent ones.
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
 }
 
 
@@ -28,6 +30,7 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
     from prefect.schedules import Cron
 
     from flows.onboarding import client_onboarding
+    from flows.reports import monthly_memo, post_onboarding_audit, quarterly_reset, weekly_review
     from flows.sweeps import escalation_sweep, reconcile, reminder_sweep
 
     tz = get_playbook().calendar.timezone
@@ -48,6 +51,25 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
             name="reconcile", tags=tags, schedule=Cron("*/5 * * * *", timezone=tz),
             concurrency_limit=1,
             description="Start missing runs, resume waiting runs whose condition is met."),
+        weekly_review.to_deployment(
+            name="weekly-review", tags=tags, schedule=Cron("0 8 * * 1", timezone=tz),
+            concurrency_limit=1,
+            description="Monday 08:00: stage aging, blockers, threshold breaks to actions, "
+                        "risks; e-mailed to the founder."),
+        monthly_memo.to_deployment(
+            name="monthly-memo", tags=tags, schedule=Cron("0 7 1 * *", timezone=tz),
+            concurrency_limit=1,
+            description="1st of the month: the founder's one-page memo with charts and CSV."),
+        quarterly_reset.to_deployment(
+            name="quarterly-reset", tags=tags,
+            schedule=Cron("0 9 1-3 1,4,7,10 1-5", timezone=tz, day_or=False),
+            concurrency_limit=1,
+            description="First business day of each quarter (once per quarter by its key): "
+                        "the reset checklist with data."),
+        post_onboarding_audit.to_deployment(
+            name="post-onboarding-audit", tags=tags, schedule=Cron("30 6 * * *", timezone=tz),
+            concurrency_limit=1,
+            description="Daily: the 30-day audit of clients handed off 30 days ago."),
     ]
 
 
@@ -66,7 +88,10 @@ def serve_all(limit: int) -> None:
     """Serve every deployment from this process; blocks until interrupted."""
     from prefect import serve
 
+    from deployments.automations import ensure_zombie_automation
+
     configure_runner_env()
+    ensure_zombie_automation(int(os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]))
     serve(*deployments(), limit=limit)  # type: ignore[arg-type]
 
 

@@ -68,8 +68,12 @@ class Snapshot:
 
 
 def load_snapshot(session: Session, as_of: dt.datetime,
-                  onboarding_ids: list[int] | None = None) -> Snapshot:
-    """Load active onboardings and their facts: six queries, whatever the portfolio size."""
+                  onboarding_ids: list[int] | None = None, *,
+                  tz: dt.tzinfo = dt.UTC) -> Snapshot:
+    """Load active onboardings and their facts: six queries, whatever the portfolio size.
+
+    `tz` is the playbook's timezone: an owner away "until" a date is away to its local midnight.
+    """
     active = Onboarding.status == "active"
     if onboarding_ids is not None:
         active = and_(active, Onboarding.id.in_(onboarding_ids))
@@ -101,7 +105,7 @@ def load_snapshot(session: Session, as_of: dt.datetime,
         clients[ob_id].last_response = at if current is None or at > current else current
     away = {email: until for email, until in session.execute(
         select(OwnerAway.email, OwnerAway.until).where(
-            OwnerAway.since <= as_of, OwnerAway.until >= as_of.date()))}
+            OwnerAway.since <= as_of, OwnerAway.until >= as_of.astimezone(tz).date()))}
     return Snapshot(clients=list(clients.values()), away=away, keys=keys)
 
 
@@ -171,7 +175,9 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
     def draft(template: str, key: str, due: dt.datetime | None, sla: str | None,
               cycle: int = 0, **extra: Any) -> Draft:
         return Draft(onboarding_id=ob.id, template=template, recipients=contacts, key=key,
-                     context=context(playbook, client, owner_email=owner, due=due, **extra),
+                     # The client reads the timing of the next step (the stage's due), not
+                     # this message's own SLA due.
+                     context=context(playbook, client, owner_email=owner, cycle=cycle, **extra),
                      due_at=due, sla_key=sla, cycle=cycle)
 
     welcome = slas["welcome"]
@@ -316,12 +322,13 @@ def _blocker_ladder(playbook: Playbook, snapshot: Snapshot, client: Client, bloc
                       for s in kind.escalation)
     boundary = kind.founder_boundary
     for level, step in enumerate(kind.escalation, 1):
-        if as_of < due_after(playbook, blocker.opened_at, step.after, step.unit):
+        due = due_after(playbook, blocker.opened_at, step.after, step.unit)
+        if as_of < due:
             break
         to, role = _recipient(playbook, snapshot, client, step.to)
         out.append(Draft(
             onboarding_id=client.row.id, template=kind.template, recipients=[to],
-            key=f"esc:blocker:{blocker.id}:{level}",
+            key=f"esc:blocker:{blocker.id}:{level}", due_at=due,
             context=context(playbook, client, blocker={
                 "id": blocker.id, "label": kind.label, "note": blocker.note,
                 "critical": blocker.critical, "path": path,
@@ -391,12 +398,13 @@ def _threshold_ladder(playbook: Playbook, snapshot: Snapshot, client: Client, ru
     ladder = (("founder", 0.0),) if base == "scope_conflict" else LADDER
     out = []
     for level, (role, after) in enumerate(ladder, 1):
-        if as_of < due_after(playbook, trigger, after, TimeUnit.BUSINESS_DAYS):
+        due = due_after(playbook, trigger, after, TimeUnit.BUSINESS_DAYS)
+        if as_of < due:
             break
         to, role_text = _recipient(playbook, snapshot, client, role)
         out.append(Draft(
             onboarding_id=client.row.id, template="threshold_escalation", recipients=[to],
-            key=f"esc:{rule}:{client.row.id}:{level}",
+            key=f"esc:{rule}:{client.row.id}:{level}", due_at=due,
             context=context(playbook, client, rule={"title": title, "action": action},
                             detail=detail, level=f"level {level} of {len(ladder)}",
                             recipient_role=role_text)))

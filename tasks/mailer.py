@@ -63,9 +63,37 @@ __all__ = [
     "message_id_for",
 ]
 
+
+
+class _Policy(email.policy.EmailPolicy):
+    """policy.default, minus a folding quirk of CPython < 3.13 (gh-124452's neighbourhood).
+
+    For some unstructured values (a subject containing ``<``, ``;`` or ``&`` past column 78)
+    the folder moves the whole value to a continuation line: ``Subject:\n [level 1 ...``.
+    That is legal, but RFC 5322 unfolding keeps the folding space, so readers see a subject
+    starting with a blank. We put the first continuation line back after the colon.
+    """
+
+    def fold(self, name: str, value: str) -> str:
+        """Fold as policy.default does, never leaving the field name alone on its line."""
+        return self._rejoin(name, super().fold(name, value))
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        """Binary counterpart of ``fold``."""
+        folded = super().fold_binary(name, value)
+        lone = f"{name}:{self.linesep} ".encode("ascii")
+        if folded.startswith(lone):
+            return f"{name}: ".encode("ascii") + folded[len(lone):]
+        return folded
+
+    def _rejoin(self, name: str, folded: str) -> str:
+        lone = f"{name}:{self.linesep} "
+        return f"{name}: " + folded[len(lone):] if folded.startswith(lone) else folded
+
+
 # 7bit transfer encoding for bodies (quoted-printable/base64 for non-ASCII) so the message
 # never depends on the server's 8BITMIME support; headers are RFC 2047 encoded as usual.
-_POLICY = email.policy.default.clone(cte_type="7bit")
+_POLICY = _Policy(cte_type="7bit")
 _FILE_POLICY = _POLICY.clone(linesep="\r\n")
 _CRLF = re.compile(r"[\r\n]")
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")

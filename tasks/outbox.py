@@ -58,12 +58,14 @@ def _sender_address(settings: Settings) -> str:
     return str(get_playbook().business.sender.email)
 
 
-def owners_on_duty(session: Session, emails: list[str], at: dt.datetime) -> set[str]:
-    """Which of these people are away at `at` (one query)."""
+def owners_on_duty(session: Session, emails: list[str], at: dt.datetime, *,
+                   tz: dt.tzinfo = dt.UTC) -> set[str]:
+    """Which of these people are away at `at` (one query); `until` is a date in `tz`."""
     if not emails:
         return set()
     rows = session.scalars(select(OwnerAway.email).where(
-        OwnerAway.email.in_(emails), OwnerAway.since <= at, OwnerAway.until >= at.date()))
+        OwnerAway.email.in_(emails), OwnerAway.since <= at,
+        OwnerAway.until >= at.astimezone(tz).date()))
     return set(rows)
 
 
@@ -246,7 +248,8 @@ def _record(session: Session, playbook: Playbook, row_id: int, outcome: SendOutc
     report.failed += 1
     log_event(session, "message_failed", actor="handoff", onboarding_id=row.onboarding_id,
               at=now, template=row.template, attempts=row.attempts, error=error)
-    _notify_owner(session, playbook, row, now, problem=error or "refused")
+    _notify_owner(session, playbook, row, now, problem=error or "refused",
+                  reason="refused" if outcome is SendOutcome.PERMANENT else "unreachable")
 
 
 def _mark_orphans(session: Session, playbook: Playbook, now: dt.datetime) -> int:
@@ -258,24 +261,33 @@ def _mark_orphans(session: Session, playbook: Playbook, now: dt.datetime) -> int
         log_event(session, "message_uncertain", actor="handoff",
                   onboarding_id=row.onboarding_id, at=now, template=row.template,
                   key=row.idempotency_key)
-        _notify_owner(session, playbook, row, now,
+        _notify_owner(session, playbook, row, now, reason="uncertain",
                       problem="the sender stopped while handing this message to the mail "
                               "server; check the recipient's inbox before re-sending")
     return len(orphans)
 
 
 def _notify_owner(session: Session, playbook: Playbook, row: Communication, now: dt.datetime,
-                  *, problem: str) -> None:
+                  *, problem: str, reason: str) -> None:
+    """Tell the owner (their backup while they are away) that a message did not get through.
+
+    `reason` is refused (a 5xx), unreachable (transient failures until MAX_ATTEMPTS) or
+    uncertain (a crash mid-send); the notice says what to do in each case.
+    """
     if row.template == "delivery_failure":
         return  # a failed failure-notice is in the log and in `handoff status`; no loop
     onboarding = session.get(Onboarding, row.onboarding_id) if row.onboarding_id else None
     owner = onboarding.owner_email if onboarding else str(playbook.business.founder.email)
+    if onboarding and owners_on_duty(session, [owner], now, tz=playbook.calendar.tz):
+        owner = onboarding.backup_email
+        log_event(session, "handover_to_backup", actor="handoff", onboarding_id=onboarding.id,
+                  at=now, key=f"delivery-failure:{row.idempotency_key}", to=owner)
     enqueue(session, playbook, Draft(
         onboarding_id=row.onboarding_id, template="delivery_failure", recipients=[owner],
         key=f"delivery-failure:{row.idempotency_key}",
         context={"business": business_context(playbook),
                  "failed": {"template": row.template, "recipients": row.recipients,
-                            "attempts": row.attempts, "error": problem,
+                            "attempts": row.attempts, "error": problem, "reason": reason,
                             "client": onboarding.client_name if onboarding else None}},
     ), now=now)
 

@@ -54,7 +54,7 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
         })
     pending = session.scalars(
         select(Communication).where(Communication.onboarding_id == ob.id,
-                                    Communication.status.in_(("queued", "failed", "uncertain")))
+                                    Communication.status.in_(("queued", "sending", "failed", "uncertain")))
     ).all()
     for message in pending:
         clocks.append({"clock": f"message {message.template}", "waits_on": "team",

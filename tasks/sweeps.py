@@ -36,7 +36,7 @@ def queue_due(session: Session, playbook: Playbook, as_of: dt.datetime, *,
               messages: bool = True, escalations: bool = True,
               onboarding_ids: list[int] | None = None) -> tuple[int, list[Draft], list[Draft]]:
     """Queue every message and escalation due at `as_of`: (clients, messages, escalations)."""
-    snapshot = load_snapshot(session, as_of, onboarding_ids)
+    snapshot = load_snapshot(session, as_of, onboarding_ids, tz=playbook.calendar.tz)
     due_msgs = due_messages(playbook, snapshot, as_of) if messages else []
     due_escs = due_escalations(playbook, snapshot, as_of) if escalations else []
     enqueue_many(session, playbook, due_msgs + due_escs, now=as_of)

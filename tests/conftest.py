@@ -62,6 +62,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HANDOFF_HOME", str(tmp_path / "var"))
     monkeypatch.delenv("HANDOFF_DATABASE_URL", raising=False)
     monkeypatch.delenv("HANDOFF_SMTP_HOST", raising=False)
+    # In-process CLI calls must never wake runs on a developer's own `make run` server.
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     get_settings.cache_clear()
     yield tmp_path / "var"
     get_settings.cache_clear()

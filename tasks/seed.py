@@ -1,0 +1,640 @@
+"""A deterministic, realistic onboarding history for demos, tests and benchmarks.
+
+`generate_history` simulates N onboardings closed over M months through the five stages, with
+the rows the service layer and the outbox would have written: artifacts, the event log
+(stage_transition with from_stage/to_stage), QA checks, blockers, sent messages with their SLA
+key and business minutes late, client replies and follow-ups, founder interruptions, packets,
+incidents and a few corrective actions already closed. Everything is written with set-based
+bulk inserts, so 100k onboardings take one statement per table, not one call per row.
+
+The history tells a story a founder recognises: a rough start, steady improvement, then a
+rough patch in the last three complete weeks (slower kickoffs, more rework, more status
+chasing, more early incidents) so every KPI threshold in the playbook has something to catch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from db.models import (
+    Artifact,
+    Blocker,
+    ClientResponse,
+    Communication,
+    CorrectiveAction,
+    Event,
+    FounderInterruption,
+    Incident,
+    Onboarding,
+    Packet,
+    QaReview,
+)
+from db.playbook import STAGE_ORDER, Playbook
+from tasks.business_time import BusinessCalendar
+from tasks.clock import business_minutes_late, calendar_for, due_after
+
+SEGMENTS = (("smb", 0.55), ("mid_market", 0.35), ("enterprise", 0.10))
+OFFERS = (("Growth retainer", 0.5), ("Launch sprint", 0.3), ("Ops audit", 0.2))
+BLOCKER_TYPES = (("missing_documents", 0.25), ("missing_access", 0.2), ("approval_delay", 0.15),
+                 ("schedule_conflict", 0.15), ("scope_ambiguity", 0.1),
+                 ("internal_dependency_delay", 0.15))
+INTERRUPTION_LANES = {"scope": "C", "pricing": "C", "scheduling": "A", "client_escalation": "C",
+                      "access": "B", "status_request": "C", "other": "D"}
+CLARIFIED_TEMPLATES = (("missing_info_reminder", 0.45), ("intake_request", 0.3),
+                       ("setup_progress_update", 0.15), ("kickoff_recap", 0.1))
+NAMES_A = ("Acme", "Blue", "Cedar", "Delta", "Ember", "Fox", "Granite", "Harbor", "Iris", "Juniper",
+           "Keystone", "Lumen", "Maple", "North", "Orchid", "Pine", "Quartz", "River", "Summit",
+           "Tidal", "Umber", "Vale", "Willow", "Yarrow", "Zenith")
+NAMES_B = ("Dental", "Studio", "Logistics", "Bakery", "Legal", "Fitness", "Realty", "Clinic",
+           "Coffee", "Labs", "Outfitters", "Partners", "Analytics", "Design", "Motors")
+FIXES = (
+    ("handoff rework 18% > 10%: tighten packet quality gate", "D",
+     "Added a packet pre-check to the ready stage; QA now blocks packets without scope "
+     "exclusions."),
+    ("close → kickoff (median) 7.9 d, up 31% for 2 weeks: review scheduling and intake workflow",
+     "A", "Kickoff slots offered in the welcome email; intake split into two short forms."),
+    ("repeat follow-up requests rising 2 weeks: improve template clarity and cadence", "C",
+     "Rewrote the missing-info reminder with a checklist and a clear date."),
+    ("first-30-day incidents rising 2 weeks while checklist completion is 93%: audit "
+     "checklist quality, not just completion", "B",
+     "Added 'access tested by delivery' to the setup checklist."),
+    ("handoff rework 15% > 10%: tighten packet quality gate", "D",
+     "Delivery team signs the packet before the client is told we are ready."),
+)
+SEED_BODY = "Seeded demo history: the rendered body of this message is not stored."
+
+
+@dataclass
+class SeedReport:
+    """What the generator wrote."""
+
+    onboardings: int
+    active: int
+    start: dt.datetime
+    end: dt.datetime
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
+    return rng.choices([w[0] for w in weighted], weights=[w[1] for w in weighted])[0]
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    threshold, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= threshold:
+            return k
+        k += 1
+
+
+class _Writer:
+    """Rows for every table, inserted in bulk at the end."""
+
+    def __init__(self) -> None:
+        self.onboardings: list[dict[str, Any]] = []
+        self.per_client: list[dict[str, list[dict[str, Any]]]] = []
+        self.loose: dict[str, list[dict[str, Any]]] = {"interruptions": [], "actions": []}
+
+
+class _Sim:
+    """One client's simulated lifecycle (times in UTC), clipped at the end of history."""
+
+    def __init__(self, gen: _Generator, index: int, closed: dt.datetime) -> None:
+        self.g, self.i, self.closed = gen, index, closed
+        rng = gen.rng
+        a, b = rng.choice(NAMES_A), rng.choice(NAMES_B)
+        self.name = f"{a} {b} {index + 1}"
+        self.slug = f"{a}{b}{index + 1}".lower()
+        self.segment = _pick(rng, SEGMENTS)
+        self.offer = _pick(rng, OFFERS)
+        owners = gen.owners
+        self.owner = rng.choices(owners, weights=[0.45, 0.35, 0.2][: len(owners)])[0]
+        self.backup = next(o for o in gen.backups if o != self.owner)
+        self.rows: dict[str, list[dict[str, Any]]] = {
+            k: [] for k in ("artifacts", "events", "blockers", "comms", "responses", "qa",
+                            "incidents", "packets")}
+        self.stage = STAGE_ORDER[0]
+        self.stage_entered = closed
+        self.kickoff_at: dt.datetime | None = None
+        self.kickoff_by = (closed + dt.timedelta(days=12)).date()
+        self.ready_at: dt.datetime | None = None
+        self.first_milestone: dt.date | None = None
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def later(self, start: dt.datetime, days: float) -> dt.datetime:
+        return self.g.calendar.add_business_time(start, self.g.day * max(days, 0.02))
+
+    def event(self, kind: str, at: dt.datetime, actor: str = "va", **detail: Any) -> None:
+        if at <= self.g.end:
+            self.rows["events"].append({"at": at, "actor": actor, "kind": kind,
+                                        "detail": detail, "reason": None})
+
+    def artifact(self, key: str, stage: str, at: dt.datetime) -> None:
+        if at <= self.g.end:
+            self.rows["artifacts"].append({"key": key, "stage": stage, "recorded_at": at,
+                                           "recorded_by": self.owner, "note": None})
+            self.event("artifact_recorded", at, self.owner, key=key, stage=stage)
+
+    def message(self, template: str, key: str, at: dt.datetime, *, due: dt.datetime | None,
+                sla: str | None, audience: str = "client", lane: str = "C",
+                recipients: str | None = None, cycle: int = 0) -> None:
+        """A message the outbox queued and sent at `at` (late minutes as the outbox counts)."""
+        if at > self.g.end:
+            return
+        late = business_minutes_late(self.g.playbook, due, at) if due else None
+        created = min(at, due) if due else at
+        self.rows["comms"].append({
+            "template": template, "lane": lane, "audience": audience,
+            "recipients": recipients or f"hello@{self.slug}.example",
+            "subject": f"{template.replace('_', ' ').capitalize()}: {self.name}",
+            "body_html": f"<p>{SEED_BODY}</p>", "body_text": SEED_BODY, "attachments": [],
+            "idempotency_key": key, "status": "sent", "attempts": 1, "next_attempt_at": created,
+            "created_at": created, "due_at": due, "sent_at": at,
+            "message_id": f"<{key.replace(':', '.')}@seed.example>", "sla_key": sla,
+            "late_business_minutes": late, "cycle": cycle})
+        self.event("message_queued", created, "handoff", template=template, key=key)
+        self.event("message_sent", at, "handoff", template=template, key=key,
+                   late_business_minutes=late)
+
+    def send_time(self, due: dt.datetime, bad: float, early_days: float = 0.3) -> dt.datetime:
+        """When a message due at `due` went out: usually early, sometimes late."""
+        rng = self.g.rng
+        if rng.random() < 0.04 + 0.22 * bad:
+            return self.later(due, rng.uniform(0.05, 1.2))
+        return self.g.calendar.add_business_time(due, -self.g.day * rng.uniform(0.02, early_days))
+
+    def advance(self, at: dt.datetime) -> bool:
+        """Leave the current stage at `at`; False when that is after the end of history."""
+        if at > self.g.end:
+            return False
+        leaving = self.stage
+        index = STAGE_ORDER.index(leaving)
+        if index + 1 == len(STAGE_ORDER):
+            self.ready_at = at
+            self.event("ready_to_deliver", at, self.owner, from_stage=leaving)
+        else:
+            self.stage = STAGE_ORDER[index + 1]
+            self.stage_entered = at
+            self.event("stage_transition", at, self.owner, from_stage=leaving,
+                       to_stage=self.stage)
+        return True
+
+    def items(self, stage: str, entered: dt.datetime, left: dt.datetime,
+              late_keys: frozenset[str] = frozenset()) -> None:
+        """Record the stage's items between entering and leaving it."""
+        rng = self.g.rng
+        for item in self.g.playbook.required_items(stage):
+            if item.system:
+                continue
+            span = max((left - entered).total_seconds(), 60.0)
+            low = 0.75 if item.key in late_keys else 0.05
+            at = entered + dt.timedelta(seconds=span * rng.uniform(low, 0.97))
+            if item.key == "kickoff_call_held" and self.kickoff_at is not None:
+                at = self.kickoff_at + dt.timedelta(minutes=50)  # recorded when the call ends
+            self.artifact(item.key, stage, at)
+
+    def blockers(self, stage: str, entered: dt.datetime, days: float, bad: float) -> float:
+        """Open this stage's blockers; returns business days they add to the stage."""
+        rng, extra = self.g.rng, 0.0
+        count = _poisson(rng, 0.45 * (1 + bad))
+        kinds = [_pick(rng, BLOCKER_TYPES) for _ in range(count)]
+        if "missing_access" in kinds and rng.random() < 0.25:
+            kinds.append("missing_access")  # recurring access problems come in pairs
+        for kind in kinds:
+            opened = self.later(entered, rng.uniform(0.1, max(days, 0.3)))
+            length = rng.uniform(0.3, 2.5) * (1 + bad) * (1.6 if self.g.in_patch(opened) else 1)
+            resolved = self.later(opened, length)
+            extra = max(extra, length * 0.6)
+            critical = rng.random() < 0.15
+            self.rows["blockers"].append({
+                "type": kind, "critical": critical, "note": None, "owner_email": self.owner,
+                "opened_at": opened, "opened_by": self.owner,
+                "resolved_at": resolved if resolved <= self.g.end else None,
+                "resolved_by": self.owner if resolved <= self.g.end else None,
+                "affects_timeline": kind == "scope_ambiguity" and rng.random() < 0.3,
+                "_stage": stage})
+            founder_step = self.g.playbook.blockers[kind].escalation[-1]
+            reach = due_after(self.g.playbook, opened, founder_step.after, founder_step.unit)
+            if reach < resolved and reach <= self.g.end:
+                self.rows["blockers"][-1]["_founder_escalation"] = reach
+        return extra
+
+    def qa(self, stage: str, at: dt.datetime, passed: bool, reason: str | None) -> None:
+        if at <= self.g.end:
+            self.rows["qa"].append({"passed": passed, "reason": reason, "stage": stage,
+                                    "by": "ops@northwind.example", "at": at})
+            self.event("qa_recorded", at, "ops@northwind.example", passed=passed, reason=reason)
+
+    # -- the lifecycle ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        g, rng, pb = self.g, self.g.rng, self.g.playbook
+        self.event("onboarding_created", self.closed, "va", client=self.name, stage=self.stage)
+        welcome = pb.slas["welcome"]
+        due = due_after(pb, self.closed, welcome.within or 4, welcome.unit)
+        self.message("welcome", "welcome:{id}", self.send_time(due, g.bad(self.closed), 0.4),
+                     due=due, sla="welcome")
+        # 1. close confirmation
+        bad = g.bad(self.closed)
+        left = self.later(self.closed, 0.2 + rng.expovariate(2.0) * (1 + bad))
+        self.items(STAGE_ORDER[0], self.closed, left)
+        if not self.advance(left):
+            return
+        # 2. intake completion
+        entered, bad = self.stage_entered, g.bad(self.stage_entered)
+        days = 1.5 + rng.expovariate(0.6) * (1 + bad)
+        days += self.blockers("intake_completion", entered, days, bad)
+        left = self.later(entered, days)
+        self.message("intake_request", "intake_request:{id}", entered, due=None, sla=None,
+                     lane="A")
+        self.reminders(entered, left, bad)
+        self.items("intake_completion", entered, left)
+        if not self.advance(left):
+            return
+        # 3. kickoff alignment
+        entered, bad = self.stage_entered, g.bad(self.stage_entered)
+        sched = pb.slas["kickoff_scheduled"]
+        confirm_due = due_after(pb, entered, sched.within or 2, sched.unit)
+        scheduled = self.send_time(confirm_due, bad, 1.5)
+        self.kickoff_at = self.later(entered, 1.2 + rng.expovariate(0.8) * (1 + bad))
+        self.kickoff_at = max(self.kickoff_at, self.later(scheduled, 0.3))
+        reschedules = 1 if rng.random() < 0.06 + 0.2 * bad else 0
+        if g.in_patch(entered, weeks=3):
+            reschedules += rng.choice((1, 1, 2))
+        self.schedule(scheduled, confirm_due, None)
+        for _ in range(reschedules):
+            moved_at = self.later(scheduled, rng.uniform(0.2, 0.8))
+            previous = self.kickoff_at
+            self.kickoff_at = self.later(previous, rng.uniform(1.5, 3.5))
+            self.schedule(moved_at, confirm_due, previous)
+            scheduled = moved_at
+        if self.kickoff_at > g.end:
+            return
+        recap = pb.slas["kickoff_recap"]
+        recap_due = self.kickoff_at + dt.timedelta(hours=recap.within or 24)
+        late_recap = rng.random() < 0.05 + 0.2 * bad
+        recap_at = recap_due + dt.timedelta(hours=rng.uniform(1, 20)) if late_recap else \
+            self.kickoff_at + dt.timedelta(hours=rng.uniform(1, 20))
+        self.message("kickoff_recap", "kickoff_recap:{id}", recap_at, due=recap_due,
+                     sla="kickoff_recap")
+        left = self.later(self.kickoff_at, rng.uniform(0.2, 0.9))
+        self.items("kickoff_alignment", entered, left)
+        if not self.advance(left):
+            return
+        # 4. setup execution, with the QA gate
+        entered, bad = self.stage_entered, g.bad(self.stage_entered)
+        days = 3.5 + rng.expovariate(0.4) * (1 + bad)
+        days += self.blockers("setup_execution", entered, days, bad)
+        check = self.later(entered, days)
+        if rng.random() < 0.02 + 0.08 * bad:
+            self.qa("setup_execution", check, False, "setup incomplete: tools not configured "
+                                                     "as scoped")
+            check = self.later(check, rng.uniform(0.8, 2.5))
+        self.qa("setup_execution", check, True, None)
+        left = self.later(check, rng.uniform(0.05, 0.3))
+        self.progress_updates(entered, left, bad)
+        self.items("setup_execution", entered, check)
+        if not self.advance(left):
+            return
+        # 5. ready to deliver: packet, handoff QA, client confirmation
+        entered, bad = self.stage_entered, g.bad(self.stage_entered)
+        self.packet(1, self.later(entered, 0.05))
+        check = self.later(entered, 0.4 + rng.expovariate(2.0))
+        fails = rng.random() < 0.03 + 0.12 * bad + (0.08 if g.in_patch(check) else 0)
+        late_keys = frozenset(rng.sample([i.key for i in pb.required_items("ready_to_deliver")
+                                          if not i.system], rng.choice((1, 2)))) if fails else \
+            frozenset()
+        if fails:
+            self.qa("ready_to_deliver", check, False, "packet incomplete: " + ", ".join(
+                sorted(k.replace("_", " ") for k in late_keys)))
+            redo = self.later(check, rng.uniform(0.6, 2.0))
+            self.packet(2, redo)
+            check = self.later(redo, 0.1)
+        self.qa("ready_to_deliver", check, True, None)
+        left = self.later(check, rng.uniform(0.05, 0.4))
+        first_check = min((r["at"] for r in self.rows["qa"] if r["stage"] == "ready_to_deliver"),
+                          default=check)
+        self.items("ready_to_deliver", entered, left if late_keys else first_check,
+                   late_keys=late_keys)
+        self.message("handoff_packet", "handoff_packet:{id}:1", self.later(entered, 0.05),
+                     due=None, sla=None, audience="team", lane="D",
+                     recipients=str(pb.business.delivery_team.email))
+        if not self.advance(left):
+            return
+        self.message("ready_to_deliver", "ready_to_deliver:{id}", left, due=None, sla=None,
+                     lane="D")
+        milestone = self.later(left, rng.uniform(4, 12))
+        self.first_milestone = milestone.date()
+
+    def schedule(self, at: dt.datetime, due: dt.datetime, previous: dt.datetime | None) -> None:
+        assert self.kickoff_at is not None
+        if at > self.g.end:
+            return
+        kind = "kickoff_rescheduled" if previous else "kickoff_scheduled"
+        self.event(kind, at, self.owner, kickoff_at=self.kickoff_at.isoformat(),
+                   previous=previous.isoformat() if previous else None)
+        stamp = self.kickoff_at.strftime("%Y%m%dT%H%M")
+        self.message("kickoff_confirmation", f"kickoff_confirmation:{{id}}:{stamp}", at,
+                     due=due, sla="kickoff_scheduled", lane="A")
+
+    def reminders(self, entered: dt.datetime, left: dt.datetime, bad: float) -> None:
+        rng = self.g.rng
+        last, cycle = entered, 0
+        while True:
+            gap = rng.uniform(26, 46) if rng.random() > 0.05 + 0.2 * bad else rng.uniform(49, 60)
+            at = last + dt.timedelta(hours=gap)
+            if at >= left:
+                return
+            cycle += 1
+            self.message("missing_info_reminder", f"missing_info_reminder:{{id}}:{cycle}", at,
+                         due=last + dt.timedelta(hours=48), sla="intake_reminder", lane="A",
+                         cycle=cycle)
+            last = at
+
+    def progress_updates(self, entered: dt.datetime, left: dt.datetime, bad: float) -> None:
+        every = self.g.playbook.slas["setup_progress_update"].every or 3
+        last, cycle = entered, 0
+        while True:
+            due = self.later(last, every)
+            if due >= left:
+                return
+            cycle += 1
+            at = self.send_time(due, bad, 0.2)
+            self.message("setup_progress_update", f"setup_progress_update:{{id}}:{cycle}", at,
+                         due=due, sla="setup_progress_update", cycle=cycle)
+            last = at
+
+    def packet(self, revision: int, at: dt.datetime) -> None:
+        if at <= self.g.end:
+            self.rows["packets"].append({"revision": revision, "created_at": at,
+                                         "markdown": f"# Handoff packet: {self.name}\n\n"
+                                                     f"Revision {revision} (seeded history).\n"})
+            if revision == 1:
+                self.artifact("handoff_packet_delivered", "ready_to_deliver", at)
+
+
+class _Generator:
+    def __init__(self, playbook: Playbook, *, n: int, months: int, end: dt.datetime,
+                 seed: int) -> None:
+        self.playbook, self.n, self.end = playbook, n, end
+        self.rng = random.Random(seed)
+        self.calendar: BusinessCalendar = calendar_for(playbook)
+        self.day = self.calendar.business_day_length
+        self.start = end - dt.timedelta(days=round(months * 30.44))
+        lanes = playbook.lanes
+        people = list(dict.fromkeys([str(lanes[k].owner) for k in lanes]
+                                    + [str(lanes[k].backup) for k in lanes]))
+        founder = str(playbook.business.founder.email)
+        staff = [p for p in people if p != founder]
+        self.owners = staff[:3]
+        self.backups = staff[:3] + [p for p in staff[3:]]
+        tz = playbook.calendar.tz
+        local = end.astimezone(tz)
+        monday = dt.datetime.combine(local.date() - dt.timedelta(days=local.weekday()),
+                                     dt.time(), tzinfo=tz)
+        self.patch_end = monday.astimezone(dt.UTC)
+        self.patch_start = self.patch_end - dt.timedelta(days=21)
+
+    def in_patch(self, at: dt.datetime, weeks: int = 3) -> bool:
+        return self.patch_end - dt.timedelta(days=7 * weeks) <= at < self.patch_end + \
+            dt.timedelta(days=7)
+
+    def bad(self, at: dt.datetime) -> float:
+        """How rough operations were at `at`: rough start, improvement, a late rough patch."""
+        if self.in_patch(at):
+            return 0.6
+        p = (at - self.start) / (self.end - self.start)
+        return max(0.05, 0.8 * (1 - p / 0.55)) if p < 0.55 else 0.05 + 0.1 * (p - 0.55)
+
+    def closings(self) -> list[dt.datetime]:
+        span = (self.end - dt.timedelta(days=1) - self.start).total_seconds()
+        # A growing business: more deals close in recent months than at the start.
+        raw = sorted(self.start + dt.timedelta(seconds=span * self.rng.random() ** 0.8)
+                     for _ in range(self.n))
+        return [self.calendar.next_open(t) for t in raw]
+
+
+def generate_history(session: Session, playbook: Playbook, *, n: int = 300, months: int = 6,
+                     end: dt.datetime, seed: int = 7) -> SeedReport:
+    """Write a deterministic history of `n` onboardings over `months` months ending at `end`."""
+    if end.tzinfo is None:
+        raise ValueError(f"end {end.isoformat()} must be timezone-aware")
+    gen = _Generator(playbook, n=n, months=months, end=end.astimezone(dt.UTC), seed=seed)
+    sims = []
+    for index, closed in enumerate(gen.closings()):
+        sim = _Sim(gen, index, closed)
+        sim.run()
+        sims.append(sim)
+    _client_voice(gen, sims)
+    _after_handoff(gen, sims)
+    _rough_patch(gen, sims)
+    interruptions = _interruptions(gen, sims)
+    return _write(session, playbook, gen, sims, interruptions)
+
+
+def _client_voice(gen: _Generator, sims: list[_Sim]) -> None:
+    """Client replies, clarification requests and status follow-ups during onboarding."""
+    rng = gen.rng
+    for sim in sims:
+        until = min(sim.ready_at or gen.end, gen.end)
+        span = (until - sim.closed).total_seconds()
+        if span <= 0:
+            continue
+        bad = gen.bad(sim.closed)
+        for kind, lam in (("response", 1.5), ("clarification", 0.25 * (1 + 2 * bad)),
+                          ("followup_request", 0.35 * (1 + 2 * bad))):
+            for _ in range(_poisson(rng, lam)):
+                at = sim.closed + dt.timedelta(seconds=rng.uniform(0.05, 1) * span)
+                template = _pick(rng, CLARIFIED_TEMPLATES) if kind == "clarification" else None
+                _respond(sim, kind, at, template)
+
+
+def _respond(sim: _Sim, kind: str, at: dt.datetime, template: str | None) -> None:
+    sim.rows["responses"].append({"kind": kind, "template": template, "at": at, "note": None})
+    sim.event(f"client_{kind}", at, "va", template=template)
+
+
+def _after_handoff(gen: _Generator, sims: list[_Sim]) -> None:
+    """Delivery incidents in the first 30 days after handoff."""
+    rng = gen.rng
+    for sim in sims:
+        if sim.ready_at is None:
+            continue
+        lam = 0.25 * (0.5 + gen.bad(sim.ready_at))
+        for _ in range(_poisson(rng, lam)):
+            at = sim.ready_at + dt.timedelta(days=rng.uniform(1, 29))
+            if at <= gen.end and not gen.in_patch(at):
+                _incident(sim, at, rng.choice(("minor", "minor", "minor", "major")))
+
+
+def _incident(sim: _Sim, at: dt.datetime, severity: str) -> None:
+    sim.rows["incidents"].append({"severity": severity, "note": "seeded incident", "at": at})
+    sim.event("incident_logged", at, "delivery@northwind.example", severity=severity)
+
+
+def _rough_patch(gen: _Generator, sims: list[_Sim]) -> None:
+    """The last three complete weeks: status chasing and early incidents rise week on week."""
+    rng = gen.rng
+    for week, (asking, incidents) in enumerate(((3, 2), (6, 4), (10, 7))):
+        start = gen.patch_start + dt.timedelta(days=7 * week)
+        end = start + dt.timedelta(days=7)
+        live = [s for s in sims if s.closed < start and (s.ready_at is None or s.ready_at > end)]
+        for sim in rng.sample(live, min(asking, len(live))):
+            for _ in range(2):
+                at = start + dt.timedelta(hours=rng.uniform(10, 160))
+                _respond(sim, "followup_request", at, None)
+        handed = [s for s in sims if s.ready_at and s.ready_at < start
+                  and s.ready_at + dt.timedelta(days=30) > end]
+        for sim in rng.sample(handed, min(incidents, len(handed))):
+            assert sim.ready_at is not None
+            _incident(sim, start + dt.timedelta(hours=rng.uniform(10, 160)),
+                      rng.choice(("minor", "major")))
+
+
+def _interruptions(gen: _Generator, sims: list[_Sim]) -> list[dict[str, Any]]:
+    """Founder interruptions: many and avoidable early, fewer later, rising in the patch."""
+    rng, rows = gen.rng, []
+    categories = gen.playbook.interruption_categories
+    day = gen.start
+    while day < gen.end:
+        bad = gen.bad(day)
+        for _ in range(_poisson(rng, 0.4 + 1.6 * bad)):
+            at = gen.calendar.next_open(day + dt.timedelta(hours=rng.uniform(0, 24)))
+            if at > gen.end:
+                continue
+            category = rng.choice(categories)
+            live = [s for s in sims if s.closed <= at and (s.ready_at is None or s.ready_at > at)]
+            sim = rng.choice(live) if live and rng.random() < 0.8 else None
+            rows.append({"_sim": sim, "category": category,
+                         "avoidable": rng.random() < 0.3 + 0.4 * bad,
+                         "lane": INTERRUPTION_LANES.get(category, "D"), "at": at, "note": None})
+        day += dt.timedelta(days=1)
+    return rows
+
+
+def _write(session: Session, playbook: Playbook, gen: _Generator, sims: list[_Sim],
+           interruptions: list[dict[str, Any]]) -> SeedReport:
+    """Bulk inserts: one executemany per table, ids taken back in parameter order."""
+    tz = playbook.calendar.tz
+    onboarding_rows = []
+    for sim in sims:
+        status = "ready" if sim.ready_at else "active"
+        stage_def = playbook.stage(sim.stage)
+        open_blockers = [b for b in sim.rows["blockers"] if b["resolved_at"] is None]
+        if status == "active":
+            have = {a["key"] for a in sim.rows["artifacts"]}
+            pending = [i for i in playbook.required_items(sim.stage) if i.key not in have]
+            next_action = (f"{pending[0].label} ({len(pending)} open in {stage_def.name})"
+                           if pending else f"Confirm exit checks for {stage_def.name}")
+            next_due = due_after(playbook, sim.stage_entered, stage_def.sla.within,
+                                 stage_def.sla.unit)
+        else:
+            next_action, next_due = None, None
+        onboarding_rows.append({
+            "client_name": sim.name, "segment": sim.segment, "offer": sim.offer,
+            "owner_email": sim.owner, "backup_email": sim.backup,
+            "contact_emails": f"hello@{sim.slug}.example", "stage": sim.stage,
+            "stage_entered_at": sim.stage_entered, "status": status, "next_action": next_action,
+            "next_action_due": next_due,
+            "blocker_tag": open_blockers[0]["type"] if open_blockers and status == "active"
+            else None,
+            "closed_at": sim.closed, "kickoff_at": sim.kickoff_at, "kickoff_by": sim.kickoff_by,
+            "first_milestone": sim.first_milestone or (sim.closed + dt.timedelta(days=35))
+            .astimezone(tz).date(),
+            "ready_at": sim.ready_at, "playbook_version": playbook.version, "flow_run_id": None,
+            "created_at": sim.closed, "row_version": 1})
+    ids = list(session.scalars(insert(Onboarding).returning(
+        Onboarding.id, sort_by_parameter_order=True), onboarding_rows))
+    counts: dict[str, int] = {"onboardings": len(ids)}
+
+    blocker_rows, blocker_owner = [], []
+    for ob_id, sim in zip(ids, sims, strict=True):
+        for b in sim.rows["blockers"]:
+            blocker_rows.append({k: v for k, v in b.items() if not k.startswith("_")}
+                                | {"onboarding_id": ob_id})
+            blocker_owner.append((ob_id, sim, b))
+    blocker_ids = list(session.scalars(insert(Blocker).returning(
+        Blocker.id, sort_by_parameter_order=True), blocker_rows)) if blocker_rows else []
+    counts["blockers"] = len(blocker_ids)
+    founder = str(playbook.business.founder.email)
+    for blocker_id, (_ob_id, sim, b) in zip(blocker_ids, blocker_owner, strict=True):
+        sim.event("blocker_opened", b["opened_at"], sim.owner, blocker_id=blocker_id,
+                  type=b["type"], critical=b["critical"])
+        if b["resolved_at"] is not None:
+            sim.event("blocker_resolved", b["resolved_at"], sim.owner, blocker_id=blocker_id,
+                      type=b["type"], note=None)
+        reach = b.get("_founder_escalation")
+        if reach is not None:
+            steps = len(playbook.blockers[b["type"]].escalation)
+            sim.message(playbook.blockers[b["type"]].template,
+                        f"esc:blocker:{blocker_id}:{steps}", reach, due=None, sla=None,
+                        audience="team", lane=playbook.blockers[b["type"]].lane,
+                        recipients=founder)
+
+    tables: dict[str, tuple[type[Any], str]] = {
+        "artifacts": (Artifact, "artifacts"), "events": (Event, "events"),
+        "comms": (Communication, "communications"), "responses": (ClientResponse,
+                                                                  "client_responses"),
+        "qa": (QaReview, "qa_reviews"), "incidents": (Incident, "incidents"),
+        "packets": (Packet, "packets")}
+    for name, (model, label) in tables.items():
+        rows = []
+        for ob_id, sim in zip(ids, sims, strict=True):
+            for row in sim.rows[name]:
+                row = dict(row, onboarding_id=ob_id)
+                if name == "comms":
+                    row["idempotency_key"] = row["idempotency_key"].replace("{id}", str(ob_id))
+                    row["message_id"] = row["message_id"].replace("{id}", str(ob_id))
+                if name == "events" and "key" in row["detail"]:
+                    row["detail"] = dict(row["detail"],
+                                         key=str(row["detail"]["key"]).replace("{id}", str(ob_id)))
+                rows.append(row)
+        if name == "events":
+            rows.sort(key=lambda r: r["at"])
+        _bulk(session, model, rows)
+        counts[label] = len(rows)
+    sim_ids = {id(sim): ob_id for ob_id, sim in zip(ids, sims, strict=True)}
+    interruption_rows = [{k: v for k, v in r.items() if k != "_sim"}
+                         | {"onboarding_id": sim_ids[id(r["_sim"])] if r["_sim"] else None}
+                         for r in interruptions]
+    _bulk(session, FounderInterruption, interruption_rows)
+    counts["founder_interruptions"] = len(interruption_rows)
+    actions = _closed_actions(gen)
+    _bulk(session, CorrectiveAction, actions)
+    counts["corrective_actions"] = len(actions)
+    return SeedReport(onboardings=len(ids), active=sum(1 for s in sims if s.ready_at is None),
+                      start=gen.start, end=gen.end, rows=counts)
+
+
+def _bulk(session: Session, model: type[Any], rows: list[dict[str, Any]],
+          chunk: int = 20000) -> None:
+    for offset in range(0, len(rows), chunk):
+        session.execute(insert(model), rows[offset:offset + chunk])
+
+
+def _closed_actions(gen: _Generator) -> list[dict[str, Any]]:
+    """Fixes shipped earlier: corrective actions from past reviews, closed with a note."""
+    rows = []
+    lanes = gen.playbook.lanes
+    at = gen.start + dt.timedelta(days=24)
+    index = 0
+    while at < gen.patch_start - dt.timedelta(days=14):
+        title, lane, note = FIXES[index % len(FIXES)]
+        week = at.astimezone(gen.playbook.calendar.tz).strftime("%G-W%V")
+        closed = at + dt.timedelta(days=gen.rng.uniform(6, 16))
+        rows.append({"source_key": f"history:{index}:{week}", "title": title,
+                     "owner_email": str(lanes[lane].owner), "lane": lane,
+                     "due": gen.calendar.add_business_days(at, 5).date(), "created_at": at,
+                     "closed_at": closed, "close_note": note})
+        index += 1
+        at += dt.timedelta(days=gen.rng.uniform(24, 36))
+    return rows

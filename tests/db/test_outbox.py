@@ -1,0 +1,338 @@
+"""The outbox against a real SMTP server, on SQLite and PostgreSQL: nothing lost, nothing twice.
+
+SMTP down, 4xx and 5xx each get a test; so do the retry budget, one connection per batch, a
+crash mid-send, duplicate keys and two delivery passes racing for the same queue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Communication, Event, utcnow
+from db.playbook import Playbook
+from db.session import session_factory
+from db.settings import get_settings
+from tasks import records
+from tasks.comms import Client, context
+from tasks.outbox import (
+    BACKOFF_MINUTES,
+    MAX_ATTEMPTS,
+    SENDING_LEASE,
+    DeliveryReport,
+    Draft,
+    deliver,
+    enqueue,
+    enqueue_many,
+)
+from tests.factories import new_onboarding
+from tests.smtp_server import LoopbackSmtp
+
+NY = ZoneInfo("America/New_York")
+NOW = dt.datetime(2026, 11, 24, 10, 0, tzinfo=NY)  # a Tuesday, inside business hours
+OWNER = "va@northwind.example"
+BACKUP = "va2@northwind.example"
+CONTACT = "pat@acme.example"
+
+
+@pytest.fixture
+def smtp(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackSmtp]:
+    """A real SMTP server on loopback, and settings pointing at it."""
+    with LoopbackSmtp() as server:
+        monkeypatch.setenv("HANDOFF_SMTP_HOST", server.host)
+        monkeypatch.setenv("HANDOFF_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("HANDOFF_SMTP_STARTTLS", "false")
+        monkeypatch.setenv("HANDOFF_SMTP_TIMEOUT", "3")
+        get_settings.cache_clear()
+        yield server
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def factory(db_url: str) -> sessionmaker[Session]:
+    return session_factory(db_url)
+
+
+@pytest.fixture
+def ob_id(session: Session, playbook: Playbook) -> int:
+    return new_onboarding(session, playbook)
+
+
+def drafts(factory: sessionmaker[Session], playbook: Playbook, ob_id: int, n: int = 1,
+           template: str = "welcome") -> list[Draft]:
+    """n client messages for one onboarding, each under its own key, from its real row."""
+    with factory() as session:
+        client = Client(row=records.get_onboarding(session, ob_id))
+        return [Draft(onboarding_id=ob_id, template=template, recipients=[CONTACT],
+                      key=f"test:{ob_id}:{template}:{i}", context=context(playbook, client))
+                for i in range(n)]
+
+
+def queue(factory: sessionmaker[Session], playbook: Playbook, batch: list[Draft],
+          now: dt.datetime = NOW) -> None:
+    with factory() as session, session.begin():
+        enqueue_many(session, playbook, batch, now=now)
+
+
+def send(factory: sessionmaker[Session], playbook: Playbook, at: dt.datetime) -> DeliveryReport:
+    return deliver(factory, playbook, get_settings(), now=at)
+
+
+def rows(factory: sessionmaker[Session]) -> list[Communication]:
+    with factory() as session:
+        return list(session.scalars(select(Communication).order_by(Communication.id)))
+
+
+def events(factory: sessionmaker[Session], kind: str) -> list[Event]:
+    with factory() as session:
+        return list(session.scalars(select(Event).where(Event.kind == kind).order_by(Event.id)))
+
+
+def counts(report: DeliveryReport) -> tuple[int, int, int, int]:
+    return report.sent, report.retried, report.failed, report.uncertain
+
+
+def minutes(n: int) -> dt.timedelta:
+    return dt.timedelta(minutes=n)
+
+
+def test_smtp_down_queues_retries_with_backoff_and_delivers_once(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+        smtp: LoopbackSmtp) -> None:
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 2))
+    smtp.stop()
+
+    assert counts(send(factory, playbook, NOW)) == (0, 2, 0, 0)
+    first = rows(factory)
+    assert [(r.status, r.attempts, r.next_attempt_at) for r in first] == [
+        ("queued", 1, NOW + minutes(5))] * 2
+    assert all("connect failed" in (r.last_error or "") for r in first)
+
+    assert counts(send(factory, playbook, NOW + minutes(4))) == (0, 0, 0, 0)  # backing off
+    assert counts(send(factory, playbook, NOW + minutes(5))) == (0, 2, 0, 0)
+    assert [(r.attempts, r.next_attempt_at) for r in rows(factory)] == [
+        (2, NOW + minutes(20))] * 2
+
+    smtp.start()
+    assert counts(send(factory, playbook, NOW + minutes(19))) == (0, 0, 0, 0)
+    assert counts(send(factory, playbook, NOW + minutes(20))) == (2, 0, 0, 0)
+    assert counts(send(factory, playbook, NOW + minutes(90))) == (0, 0, 0, 0)
+
+    assert [m.rcpt_tos for m in smtp.messages] == [(CONTACT,), (CONTACT,)]
+    assert [(r.status, r.attempts, r.sent_at, r.last_error) for r in rows(factory)] == [
+        ("sent", 3, NOW + minutes(20), None)] * 2
+    assert len(events(factory, "message_retry")) == 4
+
+
+@pytest.mark.parametrize("stage", ["MAIL", "RCPT", "DATA"])
+def test_4xx_is_retried_then_delivered_once(factory: sessionmaker[Session], playbook: Playbook,
+                                            ob_id: int, smtp: LoopbackSmtp, stage: str) -> None:
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 1))
+    smtp.fail_next(451, stage=stage, count=2)  # type: ignore[arg-type]
+
+    assert counts(send(factory, playbook, NOW)) == (0, 1, 0, 0)
+    assert counts(send(factory, playbook, NOW + minutes(5))) == (0, 1, 0, 0)
+    (row,) = rows(factory)
+    assert (row.status, row.attempts, row.next_attempt_at) == ("queued", 2, NOW + minutes(20))
+    assert "451" in (row.last_error or "")
+    assert smtp.messages == []
+
+    assert counts(send(factory, playbook, NOW + minutes(20))) == (1, 0, 0, 0)
+    assert counts(send(factory, playbook, NOW + minutes(60))) == (0, 0, 0, 0)
+    assert len(smtp.messages) == 1
+    (row,) = rows(factory)
+    assert (row.status, row.attempts, row.last_error) == ("sent", 3, None)
+
+
+def test_5xx_fails_and_the_owner_is_told(factory: sessionmaker[Session], playbook: Playbook,
+                                         ob_id: int, smtp: LoopbackSmtp) -> None:
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 1))
+    smtp.fail_next(550, stage="RCPT", text="mailbox unavailable")
+
+    assert counts(send(factory, playbook, NOW)) == (0, 0, 1, 0)
+    welcome, notice = rows(factory)
+    assert (welcome.status, welcome.attempts) == ("failed", 1)
+    assert "550 mailbox unavailable" in (welcome.last_error or "")
+    assert (notice.template, notice.status, notice.recipients, notice.idempotency_key) == (
+        "delivery_failure", "queued", OWNER, f"delivery-failure:test:{ob_id}:welcome:0")
+    assert "A message was refused" in notice.body_text
+    assert "550 mailbox unavailable" in notice.body_text
+
+    assert counts(send(factory, playbook, NOW + minutes(1))) == (1, 0, 0, 0)
+    assert counts(send(factory, playbook, NOW + dt.timedelta(days=1))) == (0, 0, 0, 0)
+    assert [(str(m.message["Subject"]), m.rcpt_tos) for m in smtp.messages] == [
+        (f"Undeliverable: welcome to {CONTACT}", (OWNER,))]
+    assert [r.status for r in rows(factory)] == ["failed", "sent"]
+
+
+def test_5xx_notice_goes_to_the_backup_while_the_owner_is_away(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+        smtp: LoopbackSmtp) -> None:
+    with factory() as session, session.begin():
+        records.set_owner_away(session, OWNER, until=NOW.date(), at=NOW - minutes(60), by=OWNER)
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 1))
+    smtp.fail_next(554, stage="DATA")
+    # 21:00 in New York is already the next day in UTC (sweeps pass UTC instants): the owner
+    # is away until midnight New York time, so the backup still covers.
+    late = NOW.replace(hour=21).astimezone(dt.UTC)
+    assert late.date() > NOW.date()
+
+    assert counts(send(factory, playbook, late)) == (0, 0, 1, 0)
+    assert counts(send(factory, playbook, late + minutes(1))) == (1, 0, 0, 0)
+    assert [m.rcpt_tos for m in smtp.messages] == [(BACKUP,)]
+    assert [e.detail["to"] for e in events(factory, "handover_to_backup")] == [BACKUP]
+
+
+def test_transient_failures_past_the_retry_budget_fail_and_escalate(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+        smtp: LoopbackSmtp) -> None:
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 1))
+    smtp.fail_next(421, stage="MAIL", count=MAX_ATTEMPTS)
+
+    at, schedule = NOW, []
+    for attempt in range(1, MAX_ATTEMPTS):
+        assert counts(send(factory, playbook, at)) == (0, 1, 0, 0), attempt
+        (row,) = rows(factory)
+        schedule.append(int((row.next_attempt_at - at).total_seconds() // 60))
+        assert counts(send(factory, playbook, row.next_attempt_at - minutes(1))) == (0, 0, 0, 0)
+        at = row.next_attempt_at
+    assert schedule == list(BACKOFF_MINUTES) == [5, 15, 45, 120, 360]
+
+    assert counts(send(factory, playbook, at)) == (0, 0, 1, 0)  # attempt MAX_ATTEMPTS
+    message, notice = rows(factory)
+    assert (message.status, message.attempts) == ("failed", MAX_ATTEMPTS)
+    assert "421" in (message.last_error or "")
+    assert (notice.template, notice.recipients) == ("delivery_failure", OWNER)
+    assert f"gave up after {MAX_ATTEMPTS} attempts" in notice.body_text
+
+    assert counts(send(factory, playbook, at + minutes(1))) == (1, 0, 0, 0)
+    assert counts(send(factory, playbook, at + dt.timedelta(days=2))) == (0, 0, 0, 0)
+    assert [m.rcpt_tos for m in smtp.messages] == [(OWNER,)]  # the notice; never the message
+
+
+def test_one_connection_carries_a_whole_batch(factory: sessionmaker[Session],
+                                              playbook: Playbook, ob_id: int,
+                                              smtp: LoopbackSmtp) -> None:
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 25))
+
+    assert counts(send(factory, playbook, NOW)) == (25, 0, 0, 0)
+    assert smtp.count_connections == 1
+    assert len(smtp.messages) == 25
+    # Identical subjects, yet each message has its own Message-ID (a yagmail trap).
+    ids = {str(m.message["Message-ID"]) for m in smtp.messages}
+    assert len(ids) == 25
+    assert ids == {r.message_id for r in rows(factory)}
+
+
+def test_a_crash_mid_send_leaves_uncertain_never_resent_and_the_owner_told(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+        smtp: LoopbackSmtp) -> None:
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 2))
+    crashed, in_flight = (r.id for r in rows(factory))
+    with factory() as session, session.begin():
+        # A pass claimed both, then died: one long ago, one a minute ago (maybe still sending).
+        for row_id, claimed in ((crashed, utcnow() - SENDING_LEASE - minutes(1)),
+                                (in_flight, utcnow() - minutes(1))):
+            session.execute(update(Communication).where(Communication.id == row_id).values(
+                status="sending", attempts=1, claimed_by="dead-pass", claimed_at=claimed))
+
+    report = send(factory, playbook, NOW)
+    assert counts(report) == (1, 0, 0, 1)  # the notice went out; the orphan did not
+    by_id = {r.id: r for r in rows(factory)}
+    assert (by_id[crashed].status, by_id[crashed].sent_at) == ("uncertain", None)
+    assert by_id[in_flight].status == "sending"  # not ours to judge yet
+    (notice,) = [r for r in by_id.values() if r.template == "delivery_failure"]
+    assert (notice.recipients, notice.status) == (OWNER, "sent")
+    assert "may not have been delivered" in notice.body_text
+    assert "NOT be re-sent automatically" in notice.body_text
+
+    assert counts(send(factory, playbook, NOW + dt.timedelta(hours=2))) == (0, 0, 0, 0)
+    assert [(str(m.message["Subject"]), m.rcpt_tos) for m in smtp.messages] == [
+        (f"Undeliverable: welcome to {CONTACT}", (OWNER,))]
+    assert len(events(factory, "message_uncertain")) == 1
+
+
+def test_the_same_key_is_queued_once(factory: sessionmaker[Session], playbook: Playbook,
+                                     ob_id: int, smtp: LoopbackSmtp) -> None:
+    first, second = drafts(factory, playbook, ob_id, 2)
+    with factory() as session, session.begin():
+        row, created = enqueue(session, playbook, first, now=NOW)
+        assert created
+        first_id = row.id
+    with factory() as session, session.begin():
+        row, created = enqueue(session, playbook, first, now=NOW + minutes(5))
+        assert (row.id, created) == (first_id, False)
+    with factory() as session, session.begin():
+        # A batch repeating a queued key, and a key twice within itself: only `second` is new.
+        added = enqueue_many(session, playbook, [first, second, second], now=NOW)
+        assert [r.idempotency_key for r in added] == [second.key]
+
+    assert [r.idempotency_key for r in rows(factory)] == [first.key, second.key]
+    assert counts(send(factory, playbook, NOW)) == (2, 0, 0, 0)
+    assert len(smtp.messages) == 2
+
+
+def test_two_racing_enqueues_of_one_key_make_one_row(factory: sessionmaker[Session],
+                                                     playbook: Playbook, ob_id: int,
+                                                     smtp: LoopbackSmtp) -> None:
+    (draft,) = drafts(factory, playbook, ob_id, 1)
+    start = threading.Barrier(2)
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            with factory() as session, session.begin():
+                start.wait(5)
+                _row, created = enqueue(session, playbook, draft, now=NOW)
+                results.append(created)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert sorted(results) == [False, True]
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(Communication)) == 1
+
+
+def test_two_concurrent_deliveries_send_each_message_once(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+        smtp: LoopbackSmtp) -> None:
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 40))
+    smtp.data_delay = 0.01  # keep both passes busy at the same time
+    start = threading.Barrier(2)
+    sent: list[int] = [0, 0]
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            start.wait(5)
+            while True:  # small batches, so the two passes interleave their claims
+                report = deliver(factory, playbook, get_settings(), now=NOW, limit=5)
+                if not report.sent:
+                    return
+                sent[index] += report.sent
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sum(sent) == 40
+    ids = [str(m.message["Message-ID"]) for m in smtp.messages]
+    assert len(ids) == len(set(ids)) == 40
+    assert {(r.status, r.attempts) for r in rows(factory)} == {("sent", 1)}
