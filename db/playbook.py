@@ -108,6 +108,14 @@ class Item(_Model):
     label: str = Field(min_length=1)
     lane: str
     system: bool = False  # recorded by handoff itself (e.g. packet delivered), not by a person
+    from_client: bool = False  # the client supplies it: reminders chase it, its clock waits on them
+    client_label: str | None = None  # how a client message names it
+
+    @model_validator(mode="after")
+    def _client_wording(self) -> Item:
+        if self.from_client and not self.client_label:
+            raise ValueError(f"item {self.key!r} comes from the client; give it a client_label")
+        return self
 
 
 class StageSla(_Model):

@@ -444,9 +444,9 @@ def owner_away(
     back = parse_date(until, "--until")
     if back is None:
         raise HandoffError("--until is required (a date like 2026-12-01)")
-    with transaction() as (session, _playbook):
+    with transaction() as (session, playbook):
         row = records.set_owner_away(session, email, until=back, at=dt.datetime.now(dt.UTC),
-                                     by=by)
+                                     by=by, tz=playbook.calendar.tz)
         address = row.email
     emit(as_json, {"email": address, "until": back},
          f"{address} is away until {back.isoformat()}; backups take over")

@@ -242,16 +242,22 @@ def _hours_per(playbook: Playbook, unit: TimeUnit) -> float:
     return 1.0
 
 
+def client_missing(playbook: Playbook, client: Client) -> list[str]:
+    """What the client still has to send for the current stage, in client wording."""
+    return [i.client_label or i.label for i in playbook.required_items(client.row.stage)
+            if i.from_client and i.key not in client.artifacts]
+
+
 def _intake_messages(playbook: Playbook, client: Client, as_of: dt.datetime,
                      draft: Any) -> list[Draft]:
     ob = client.row
-    missing = [i for i in playbook.required_items(ob.stage) if i.key not in client.artifacts]
-    if not missing:
-        return []  # intake is complete: the cadence stops
+    if not client_missing(playbook, client):
+        return []  # the client has sent everything: the cadence stops
     request_key = f"intake_request:{ob.id}"
     requests = client.sent("intake_request")
     if not requests:
-        return [draft("intake_request", request_key, None, None)]
+        return [draft("intake_request", request_key, None, None,
+                      missing=client_missing(playbook, client))]
     reminders = client.sent("missing_info_reminder")
     chain = requests + reminders
     if any(m.sent_at is None for m in chain):
@@ -263,7 +269,7 @@ def _intake_messages(playbook: Playbook, client: Client, as_of: dt.datetime,
     cycle = len(reminders) + 1
     due = last + dt.timedelta(hours=sla.every_max or 48)
     return [draft("missing_info_reminder", f"missing_info_reminder:{ob.id}:{cycle}", due,
-                  "intake_reminder", cycle=cycle)]
+                  "intake_reminder", cycle=cycle, missing=client_missing(playbook, client))]
 
 
 # -- escalations ---------------------------------------------------------------------------
@@ -346,7 +352,8 @@ def _thresholds(playbook: Playbook, client: Client,
     crossed: list[tuple[str, dt.datetime, str]] = []
     reminders = [m for m in client.sent("missing_info_reminder") if m.sent_at]
     n = rules.no_response_after_reminder_cycles
-    if ob.stage == "intake_completion" and len(reminders) >= n:
+    if (ob.stage == "intake_completion" and len(reminders) >= n
+            and client_missing(playbook, client)):
         nth = sorted(m.sent_at for m in reminders if m.sent_at)[n - 1]
         trigger = nth + dt.timedelta(hours=playbook.slas["intake_reminder"].every_max or 48)
         if (client.last_response is None or client.last_response < nth) and as_of >= trigger:

@@ -434,10 +434,10 @@ def log_incident(session: Session, onboarding_id: int, *, severity: str, note: s
 
 
 def set_owner_away(session: Session, email: str, *, until: dt.date, at: dt.datetime,
-                   by: str) -> OwnerAway:
-    """Mark an owner out of office; their backup owner takes over until the date."""
+                   by: str, tz: dt.tzinfo = dt.UTC) -> OwnerAway:
+    """Mark an owner out of office; their backup owner takes over until the date (local)."""
     address = clean_email(email, "EMAIL")
-    if until < at.date():
+    if until < at.astimezone(tz).date():
         raise HandoffError(f"--until {until.isoformat()} is in the past")
     row = OwnerAway(email=address, since=at, until=until)
     session.add(row)

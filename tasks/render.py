@@ -59,7 +59,7 @@ def catalog() -> dict[str, TemplateSpec]:
     specs = {name: TemplateSpec(name=name, audience=v["audience"], lane=v["lane"],
                                 needs=tuple(v["needs"]), subject=v["subject"])
              for name, v in raw.items()}
-    base = specs["blocker_escalation"]
+    base = specs.pop("blocker_escalation")  # shared by blocker_<type>; not a file itself
     for path in sorted((TEMPLATES / "mail").glob("blocker_*.html")):
         name = path.stem
         specs[name] = TemplateSpec(name=name, audience=base.audience, lane=base.lane,
@@ -116,16 +116,29 @@ def calendar_invite(*, uid: str, start: dt.datetime, minutes: int, summary: str,
     def stamp(value: dt.datetime) -> str:
         return value.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
+    def fold(line: str) -> str:
+        # RFC 5545 3.1: lines longer than 75 octets continue on a line starting with a space.
+        out, current = [], b""
+        for char in line:
+            encoded = char.encode()
+            if len(current) + len(encoded) > (75 if not out else 74):
+                out.append(current)
+                current = b""
+            current += encoded
+        out.append(current)
+        return "\r\n ".join(part.decode() for part in out)
+
     end = start + dt.timedelta(minutes=minutes)
     lines = [
         "BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//handoff//onboarding//EN", "METHOD:REQUEST",
-        "BEGIN:VEVENT", f"UID:{uid}", f"DTSTAMP:{stamp(start)}", f"DTSTART:{stamp(start)}",
+        "BEGIN:VEVENT", f"UID:{uid}", f"DTSTAMP:{stamp(dt.datetime.now(dt.UTC))}",
+        f"DTSTART:{stamp(start)}",
         f"DTEND:{stamp(end)}", f"SUMMARY:{esc(summary)}", f"DESCRIPTION:{esc(description)}",
         f"ORGANIZER:mailto:{organizer}",
         *[f"ATTENDEE;ROLE=REQ-PARTICIPANT;RSVP=TRUE:mailto:{a}" for a in attendees],
         "STATUS:CONFIRMED", "SEQUENCE:0", "END:VEVENT", "END:VCALENDAR",
     ]
-    return ("\r\n".join(lines) + "\r\n").encode()
+    return ("\r\n".join(fold(line) for line in lines) + "\r\n").encode()
 
 
 def safe_html(value: str) -> Markup:

@@ -13,6 +13,8 @@ from db.playbook import Playbook
 from tasks import records
 from tasks.clock import calendar_for
 
+PENDING = ("queued", "sending", "failed", "uncertain")
+
 
 def portfolio(session: Session, playbook: Playbook) -> list[dict[str, Any]]:
     """Every onboarding, active first, in one query."""
@@ -44,17 +46,23 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
     tz = playbook.calendar.tz
     clocks: list[dict[str, Any]] = []
     if ob.status == "active" and ob.next_action_due is not None:
-        remaining = calendar.business_time_between(now, ob.next_action_due)
-        clocks.append({
-            "clock": f"stage {stage.key}",
-            "waits_on": "team",
-            "due": ob.next_action_due.isoformat(),
-            "business_minutes_left": int(remaining.total_seconds() // 60),
-            "breached": now > ob.next_action_due,
-        })
+        remaining = int(calendar.business_time_between(now, ob.next_action_due).total_seconds()
+                        // 60)
+        by_client = {i.key for i in playbook.required_items(ob.stage) if i.from_client}
+        # A stage waits on the client for what only they can send, on the team for the rest.
+        for side, keys in (("client", [k for k in missing if k in by_client]),
+                           ("team", [k for k in missing if k not in by_client])):
+            if keys or (side == "team" and not missing):
+                clocks.append({
+                    "clock": f"stage {stage.key}" + (f" ({len(keys)} items)" if keys else ""),
+                    "waits_on": side, "items": keys,
+                    "due": ob.next_action_due.isoformat(),
+                    "business_minutes_left": remaining,
+                    "breached": now > ob.next_action_due,
+                })
     pending = session.scalars(
         select(Communication).where(Communication.onboarding_id == ob.id,
-                                    Communication.status.in_(("queued", "sending", "failed", "uncertain")))
+                                    Communication.status.in_(PENDING))
     ).all()
     for message in pending:
         clocks.append({"clock": f"message {message.template}", "waits_on": "team",

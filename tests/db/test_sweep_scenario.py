@@ -194,22 +194,22 @@ EXPECTED_ARRIVALS = [
     (ny(9, 8, 13), "Harbor & Finch <Dental>: what we need from you to get started", CONTACT),
     (ny(9, 8, 15, 15), "[level 1 of 3] " + SUBJECT_BLOCKER + "5 hours", OWNER),
     (ny(9, 9, 11, 15), "[level 2 of 3] " + SUBJECT_BLOCKER + "25 hours", BACKUP),
-    (ny(9, 9, 13), "Reminder 1: 8 items still needed for Harbor & Finch <Dental>", CONTACT),
+    (ny(9, 9, 13), "Reminder 1: 3 items still needed for Harbor & Finch <Dental>", CONTACT),
     (ny(9, 10, 11, 15), "[level 3 of 3] " + SUBJECT_BLOCKER + "2.0 days", FOUNDER),
     (ny(9, 10, 11, 15), "[level 1 of 3] Critical dependency unresolved over 48 hours: "
                         "Harbor & Finch <Dental>", OWNER),
-    (ny(9, 10, 13), "Reminder 2: 8 items still needed for Harbor & Finch <Dental>", CONTACT),
+    (ny(9, 10, 13), "Reminder 2: 3 items still needed for Harbor & Finch <Dental>", CONTACT),
     (ny(9, 11, 11, 15), "[level 2 of 3] Critical dependency unresolved over 48 hours: "
                         "Harbor & Finch <Dental>", BACKUP),
-    (ny(9, 11, 13), "Reminder 3: 8 items still needed for Harbor & Finch <Dental>", CONTACT),
-    (ny(9, 14, 9), "Reminder 4: 8 items still needed for Harbor & Finch <Dental>", CONTACT),
+    (ny(9, 11, 13), "Reminder 3: 3 items still needed for Harbor & Finch <Dental>", CONTACT),
+    (ny(9, 14, 9), "Reminder 4: 3 items still needed for Harbor & Finch <Dental>", CONTACT),
     (ny(9, 14, 9, 15), "[level 1 of 3] No response after 2 reminder cycles: "
                        "Harbor & Finch <Dental>", BACKUP),
     (ny(9, 14, 11, 15), "[level 3 of 3] Critical dependency unresolved over 48 hours: "
                         "Harbor & Finch <Dental>", FOUNDER),
     (ny(9, 14, 17, 15), "[level 2 of 3] No response after 2 reminder cycles: "
                         "Harbor & Finch <Dental>", BACKUP),
-    (ny(9, 15, 9), "Reminder 5: 8 items still needed for Harbor & Finch <Dental>", CONTACT),
+    (ny(9, 15, 9), "Reminder 5: 3 items still needed for Harbor & Finch <Dental>", CONTACT),
     (ny(9, 15, 12), "Kickoff confirmed: Fri 18 Sep 2026, 14:00 EDT", CONTACT),
     (ny(9, 18, 15), "Kickoff recap and what happens next for Harbor & Finch <Dental>", CONTACT),
 ]
