@@ -118,7 +118,8 @@ def calendar_invite(*, uid: str, start: dt.datetime, minutes: int, summary: str,
 
     def fold(line: str) -> str:
         # RFC 5545 3.1: lines longer than 75 octets continue on a line starting with a space.
-        out, current = [], b""
+        out: list[bytes] = []
+        current = b""
         for char in line:
             encoded = char.encode()
             if len(current) + len(encoded) > (75 if not out else 74):
