@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -116,31 +116,42 @@ def enqueue_many(session: Session, playbook: Playbook, drafts: list[Draft], *,
     if not drafts:
         return []
     specs = catalog()
-    rows = []
+    values = []
     for draft in drafts:
         spec = specs[draft.template]
         send_from = now if draft.due_at is None else min(now, draft.due_at)
         if spec.audience == "client":
             send_from = next_send_window(playbook, max(send_from, now))
-        rows.append(_row(draft, render_message(draft.template, draft.context), spec.audience,
-                         spec.lane, created=now, send_from=send_from))
+        values.append(_values(draft, render_message(draft.template, draft.context),
+                              spec.audience, spec.lane, created=now, send_from=send_from))
     try:
         with session.begin_nested():
-            session.add_all(rows)
-            session.flush()
+            # Core executemany: ORM objects would need their ids back, which SQLite can only
+            # return one INSERT per row.
+            session.execute(insert(Communication), values)
     except IntegrityError:
         # A concurrent pass queued some of these keys first: fall back to one-by-one.
         return [row for draft in drafts for row, created in
                 [enqueue(session, playbook, draft, now=now)] if created]
-    session.add_all([Event(onboarding_id=d.onboarding_id, at=now, actor="handoff",
-                           kind="message_queued", detail={"template": d.template, "key": d.key})
-                     for d in drafts])
-    return rows
+    session.execute(insert(Event), [
+        {"onboarding_id": d.onboarding_id, "at": now, "actor": "handoff",
+         "kind": "message_queued", "detail": {"template": d.template, "key": d.key},
+         "reason": None} for d in drafts])
+    keys = [d.key for d in drafts]
+    return [row for start in range(0, len(keys), 5000) for row in session.scalars(
+        select(Communication).where(Communication.idempotency_key.in_(keys[start:start + 5000]))
+        .order_by(Communication.id))]
 
 
 def _row(draft: Draft, rendered: Rendered, audience: str, lane: str, *, created: dt.datetime,
          send_from: dt.datetime) -> Communication:
-    return Communication(
+    return Communication(**_values(draft, rendered, audience, lane, created=created,
+                                   send_from=send_from))
+
+
+def _values(draft: Draft, rendered: Rendered, audience: str, lane: str, *,
+            created: dt.datetime, send_from: dt.datetime) -> dict[str, Any]:
+    return dict(
         onboarding_id=draft.onboarding_id, template=draft.template, lane=lane,
         audience=audience, recipients=",".join(draft.recipients), subject=rendered.subject,
         body_html=rendered.html, body_text=rendered.text,
@@ -150,6 +161,8 @@ def _row(draft: Draft, rendered: Rendered, audience: str, lane: str, *, created:
                      for a in draft.attachments],
         idempotency_key=draft.key, status="queued", attempts=0, next_attempt_at=send_from,
         created_at=created, due_at=draft.due_at, sla_key=draft.sla_key, cycle=draft.cycle,
+        message_id=None, sent_at=None, claimed_by=None, claimed_at=None, last_error=None,
+        late_business_minutes=None,
     )
 
 
