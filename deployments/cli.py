@@ -197,6 +197,10 @@ def onboard(
     closed_at: Annotated[str | None, typer.Option(help="When the deal closed (ISO 8601).")] = None,
     kickoff_by: Annotated[str | None, typer.Option(help="Committed kickoff date.")] = None,
     first_milestone: Annotated[str | None, typer.Option(help="First delivery milestone.")] = None,
+    terms: Annotated[str | None, typer.Option(help="Deal terms as confirmed (records "
+                                              "deal_terms_confirmed).")] = None,
+    scope: Annotated[str | None, typer.Option(help="Scope and timeline (records "
+                                              "scope_and_timeline_captured).")] = None,
     no_flow: Annotated[bool, typer.Option("--no-flow", help="Only record; don't start the "
                                           "client's flow run.")] = False,
     by: ByOpt = "va",
@@ -208,6 +212,7 @@ def onboard(
         contacts=contact, closed_at=when(closed_at, "--closed-at"),
         kickoff_by=parse_date(kickoff_by, "--kickoff-by"),
         first_milestone=parse_date(first_milestone, "--first-milestone"),
+        terms=terms, scope=scope,
     )
     with transaction() as (session, playbook):
         onboarding = records.create_onboarding(session, playbook, new, actor=by)

@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  mail:         {'SMTP ' + settings.smtp_host if settings.smtp_host else 'files in ' + str(settings.outbox_dir)}\n"  # noqa: E501
         f"\nIn another terminal, start a first onboarding:\n"
         f"  .venv/bin/handoff onboard --client 'Acme Dental' --segment smb --offer 'Growth "
-        f"retainer' --owner va@example.com --backup ops@example.com --contact pat@acme.example\n"
+        f"retainer' --owner va@example.com --backup ops@example.com --contact pat@acme.example "
+        f"--terms 'SOW v2 signed' --scope 'SEO + ads, 3 months'\n"
         f"\nCtrl-C stops everything.\n", flush=True)
     try:
         serve_all(args.limit)

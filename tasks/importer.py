@@ -12,7 +12,7 @@ from db.validation import HandoffError, parse_date, parse_instant
 from tasks.records import NewOnboarding
 
 REQUIRED = ["client", "segment", "offer", "owner", "backup", "contact", "closed_at"]
-OPTIONAL = ["kickoff_by", "first_milestone"]
+OPTIONAL = ["kickoff_by", "first_milestone", "terms", "scope"]
 MAX_ROWS = 10_000
 
 
@@ -46,6 +46,7 @@ def read_deals(path: Path, tz: ZoneInfo) -> list[NewOnboarding]:
                 closed_at=_closed(row["closed_at"], tz),
                 kickoff_by=parse_date(row.get("kickoff_by"), "kickoff_by"),
                 first_milestone=parse_date(row.get("first_milestone"), "first_milestone"),
+                terms=row.get("terms"), scope=row.get("scope"),
             ))
         except HandoffError as exc:
             raise HandoffError(f"{path.name} line {number}: {exc}") from None

@@ -43,6 +43,7 @@ from db.validation import (
 from tasks.clock import due_after
 
 SYSTEM = "handoff"
+TERMS_KEY, SCOPE_KEY = "deal_terms_confirmed", "scope_and_timeline_captured"
 
 
 def log_event(session: Session, kind: str, *, actor: str, onboarding_id: int | None = None,
@@ -84,11 +85,14 @@ class NewOnboarding:
     closed_at: dt.datetime
     kickoff_by: dt.date | None = None
     first_milestone: dt.date | None = None
+    terms: str | None = None  # deal terms as confirmed at close (records deal_terms_confirmed)
+    scope: str | None = None  # scope and timeline (records scope_and_timeline_captured)
 
     @classmethod
     def parse(cls, *, client: str, segment: str, offer: str, owner: str, backup: str,
               contacts: str | list[str], closed_at: dt.datetime, kickoff_by: dt.date | None,
-              first_milestone: dt.date | None) -> NewOnboarding:
+              first_milestone: dt.date | None, terms: str | None = None,
+              scope: str | None = None) -> NewOnboarding:
         """Check every field; the first bad one raises HandoffError naming it."""
         owner_email = clean_email(owner, "owner")
         backup_email = clean_email(backup, "backup")
@@ -109,6 +113,8 @@ class NewOnboarding:
             closed_at=closed_at,
             kickoff_by=kickoff_by,
             first_milestone=first_milestone,
+            terms=clean_text(terms, "--terms"),
+            scope=clean_text(scope, "--scope"),
         )
 
 
@@ -136,6 +142,14 @@ def create_onboarding(session: Session, playbook: Playbook, new: NewOnboarding, 
     _refresh_next_action(session, playbook, onboarding)
     log_event(session, "onboarding_created", actor=actor, onboarding_id=onboarding.id,
               at=new.closed_at, client=new.client_name, stage=first.key)
+    # An onboarding cannot exist without an owner and a backup: the assignment is a fact now.
+    record_artifact(session, playbook, onboarding.id, "onboarding_owner_assigned", by=actor,
+                    at=new.closed_at,
+                    note=f"owner {new.owner_email}, backup {new.backup_email}")
+    for key, note in ((TERMS_KEY, new.terms), (SCOPE_KEY, new.scope)):
+        if note:
+            record_artifact(session, playbook, onboarding.id, key, by=actor, at=new.closed_at,
+                            note=note)
     return onboarding
 
 

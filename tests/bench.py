@@ -44,6 +44,7 @@ HANDOFF = Path(PY).with_name("handoff")
 # the sweeps run inside business hours, so client mail is sent, not deferred.
 SEED_END = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC)
 SEED_MONTHS = 6  # ~1/5 of the onboardings are still active at SEED_END
+CATCH_UP_AT = SEED_END - dt.timedelta(hours=1)
 SWEEP_SIZES = (1_000, 10_000, 100_000)
 REPEATS = {1_000: 5, 10_000: 5, 100_000: 3}
 KPI_SIZE = 100_000
@@ -196,6 +197,53 @@ def seed_worker(n: int, target: Path) -> dict[str, Any]:
     return {"onboardings": report.onboardings, "active": report.active, "rows": report.rows}
 
 
+def caught_up_db(n: int) -> tuple[Path, dict[str, Any]]:
+    """The seeded database after one catch-up sweep at CATCH_UP_AT, cached with its report.
+
+    The seeded history records the messages a client saw, not every escalation notice the team
+    would have received, so the first sweep over it sends thousands of overdue notices. That is
+    a one-off (an import), measured here once; the benchmark times the hourly sweep after it.
+    """
+    source, seeded = seeded_db(n)
+    path = source.with_name(source.stem + "-caughtup.db")
+    report = path.with_suffix(".json")
+    if not (path.exists() and report.exists()):
+        log(f"catch-up sweep over the seeded {n:,} (cached for later runs) ...")
+        result = child_json("_catchup", str(source), str(path))
+        report.write_text(json.dumps(result))
+    result = json.loads(report.read_text())
+    if seeded:
+        result["seeding_s"] = round(seeded, 1)
+    return path, result
+
+
+def catch_up_worker(source: Path, target: Path) -> dict[str, Any]:
+    work = OUT / "work"
+    os.environ["HANDOFF_HOME"] = str(work / "catch-up-home")
+    os.environ.pop("HANDOFF_SMTP_HOST", None)
+    from db.playbook import get_playbook
+    from db.session import dispose_all, get_engine, session_factory
+    from db.settings import get_settings
+    from tasks.sweeps import run_sweep
+
+    get_settings.cache_clear()
+    partial = target.with_suffix(".partial")
+    url = fresh_copy(source, partial)
+    factory, playbook, settings = session_factory(url), get_playbook(), get_settings()
+    started = time.perf_counter()
+    sent = 0
+    for messages in (True, False):
+        sent += run_sweep(factory, playbook, settings, CATCH_UP_AT, messages=messages,
+                          escalations=not messages).sent
+    elapsed = time.perf_counter() - started
+    with get_engine(url).connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    dispose_all()
+    partial.replace(target)
+    shutil.rmtree(work / "catch-up-home", ignore_errors=True)
+    return {"catch_up_s": round(elapsed, 1), "catch_up_sent": sent}
+
+
 def fresh_copy(source: Path, target: Path) -> str:
     for stale in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):
         stale.unlink(missing_ok=True)
@@ -345,8 +393,6 @@ def sweeps_worker(n: int, source: Path, repeats: int) -> dict[str, Any]:
     floor_s: list[float] = []
     sweep_s: list[float] = []
     queue_s: list[float] = []
-    next_s: list[float] = []
-    next_floor_s: list[float] = []
     result: dict[str, Any] = {"n": n}
     for attempt in range(repeats):
         url = fresh_copy(source, work / f"sweep-{n}.db")
@@ -380,22 +426,6 @@ def sweeps_worker(n: int, source: Path, repeats: int) -> dict[str, Any]:
                                            messages=False, escalations=True)
             sweep_s.append(time.perf_counter() - started)
         statements = dict(counter.counts)
-        # The steady state: the next hourly sweep, right after the catch-up above.
-        next_hour = SEED_END + dt.timedelta(hours=1)
-        raw = engine.raw_connection()
-        started = time.perf_counter()
-        floor_sweep(raw.dbapi_connection, playbook, next_hour, messages=True)
-        floor_sweep(raw.dbapi_connection, playbook, next_hour, messages=False)
-        next_floor_s.append(time.perf_counter() - started)
-        raw.close()
-        counter.reset()
-        started = time.perf_counter()
-        sweeps.run_sweep(factory, playbook, settings, next_hour, messages=True,
-                         escalations=False)
-        nxt = sweeps.run_sweep(factory, playbook, settings, next_hour, messages=False,
-                               escalations=True)
-        next_s.append(time.perf_counter() - started)
-        next_statements = counter.total
         # Time the queue phase alone (snapshot + rules + render + insert), on another copy.
         dispose_all()
         url = fresh_copy(source, work / f"sweep-{n}.db")
@@ -424,27 +454,22 @@ def sweeps_worker(n: int, source: Path, repeats: int) -> dict[str, Any]:
                     "delivery-failure:")},
                 statements={"floor": floor_statements, "sweep_total": sum(statements.values()),
                             "sweep_queue": statements.get("queue", 0),
-                            "sweep_deliver": statements.get("deliver", 0),
-                            "next_hour_sweep": next_statements},
-                next_hour_sent=nxt.sent,
+                            "sweep_deliver": statements.get("deliver", 0)},
                 floor_peak_mib=floor_mem.delta_mib, sweep_peak_mib=sweep_mem.delta_mib)
         log(f"  {n:>7,}: floor {floor_s[-1]:.2f}s  queue {queue_s[-1]:.2f}s  "
             f"sweep {sweep_s[-1]:.2f}s  ({reminders.sent + escalations.sent} sent)")
     result.update(floor_s=median(floor_s), sweep_s=median(sweep_s), queue_s=median(queue_s),
-                  next_s=median(next_s), next_floor_s=median(next_floor_s),
                   runs=repeats, process_maxrss_mib=psutil.Process().memory_info().rss / 2**20)
     return result
 
 
 def bench_sweeps(quick: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"sizes": [], "seeding_s": {}}
+    out: dict[str, Any] = {"sizes": []}
     for n in SWEEP_SIZES[:2] if quick else SWEEP_SIZES:
-        path, seeded = seeded_db(n)
-        if seeded:
-            out["seeding_s"][str(n)] = round(seeded, 1)
+        path, prepared = caught_up_db(n)
         log(f"sweeps at {n:,} onboardings")
-        out["sizes"].append(child_json("_sweeps", str(n), str(path),
-                                       str(2 if quick else REPEATS[n])))
+        size = child_json("_sweeps", str(n), str(path), str(2 if quick else REPEATS[n]))
+        out["sizes"].append({**size, **prepared})
     return out
 
 
@@ -655,7 +680,11 @@ def prefect_stack(home: Path) -> Iterator[tuple[str, dict[str, str], subprocess.
         get_settings.cache_clear()
         runner = start_runner(env, home / "runner.log", limit=6)
         wait_for_deployment(api, "client-onboarding/client-onboarding", timeout=120)
-        yield api, env, runner
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        # Prefect read its settings when this process imported it: point its client here.
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            yield api, env, runner
     finally:
         if runner is not None:
             stop(runner)
@@ -914,25 +943,23 @@ def table(results: dict[str, Any]) -> str:
     lines = [f"Machine: {results['machine']}. Run {results['started']}, "
              f"{results['total_s']:.0f} s end to end. Times are medians.", ""]
     if "sweeps" in results:
-        lines += ["**1. Reminder + escalation sweeps** (SQLite file, mail to the .eml sink). "
-                  "*Catch-up*: the first sweep over the seeded history, which queues and sends "
-                  "everything the history never sent; *next hour*: the following hourly sweep.",
-                  "", "| onboardings | active | due msgs+escs | floor s | queue phase s | "
-                  "queue/floor | catch-up sweep s (queue+send) | next hour: floor s / sweep s "
-                  "| next/floor | statements: floor / queue / deliver / next hour | peak MiB "
-                  "floor / sweep | same due set |",
+        lines += ["**1. Reminder + escalation sweeps** (SQLite file, mail to the .eml sink), "
+                  "the hourly sweep after a one-off catch-up over the seeded history", "",
+                  "| onboardings | active | due msgs+escs | floor s | queue phase s | sweep s "
+                  "(queue+send) | queue/floor | sweep/floor | statements: floor / queue / "
+                  "deliver | peak MiB floor / sweep | same due set | one-off catch-up |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in results["sweeps"]["sizes"]:
             st = s["statements"]
             lines.append(
                 f"| {s['n']:,} | {s['active']:,} | {s['due_messages']:,}+"
                 f"{s['due_escalations']:,} | {_fmt(s['floor_s'])} | {_fmt(s['queue_s'])} | "
-                f"{_fmt(s['queue_s'] / s['floor_s'], 1)}× | {_fmt(s['sweep_s'])} | "
-                f"{_fmt(s['next_floor_s'])} / {_fmt(s['next_s'])} | "
-                f"{_fmt(s['next_s'] / s['next_floor_s'], 1)}× | {st['floor']} / "
-                f"{st['sweep_queue']} / {st['sweep_deliver']} / {st['next_hour_sweep']} | "
+                f"{_fmt(s['sweep_s'])} | {_fmt(s['queue_s'] / s['floor_s'], 1)}× | "
+                f"{_fmt(s['sweep_s'] / s['floor_s'], 1)}× | {st['floor']} / "
+                f"{st['sweep_queue']} / {st['sweep_deliver']} | "
                 f"{s['floor_peak_mib']:.0f} / {s['sweep_peak_mib']:.0f} | "
-                f"{'yes' if s['same_due_set'] else 'NO'} |")
+                f"{'yes' if s['same_due_set'] else 'NO'} | {s['catch_up_sent']:,} sent in "
+                f"{s['catch_up_s']:.0f} s |")
         lines.append("")
     if "kpis" in results:
         k = results["kpis"]
@@ -992,8 +1019,10 @@ def table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench")
     parser.add_argument("--only", default="sweeps,kpis,waiting,mail")
-    parser.add_argument("--clients", type=int, default=200,
-                        help="onboardings started and left suspended (issue default: 200)")
+    parser.add_argument("--clients", type=int, default=100,
+                        help="onboardings started and left suspended (the issue suggests 200; "
+                             "each run start costs ~3 s of CPU here, so 100 keeps `make bench` "
+                             "under 15 minutes)")
     parser.add_argument("--naive", type=int, default=20,
                         help="clients for the naive one-process-per-client design")
     parser.add_argument("--resume", type=int, default=50)
@@ -1031,6 +1060,8 @@ def internal(argv: list[str]) -> int:
     command, *rest = argv
     if command == "_seed":
         result: Any = seed_worker(int(rest[0]), Path(rest[1]))
+    elif command == "_catchup":
+        result = catch_up_worker(Path(rest[0]), Path(rest[1]))
     elif command == "_sweeps":
         result = sweeps_worker(int(rest[0]), Path(rest[1]), int(rest[2]))
     elif command == "_kpis":

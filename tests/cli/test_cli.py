@@ -63,8 +63,7 @@ def test_va_day(db_url: str) -> None:
     ob_id = onboard(db_url, "--no-flow")
     card = json.loads(run(db_url, "status", str(ob_id), "--json").stdout)
     assert card["stage"] == "close_confirmation"
-    assert card["missing_artifacts"] == ["deal_terms_confirmed", "scope_and_timeline_captured",
-                                         "onboarding_owner_assigned"]
+    assert card["missing_artifacts"] == ["deal_terms_confirmed", "scope_and_timeline_captured"]
     assert card["next_action_due"] == "2026-11-24T15:00:00+00:00"  # one business day later
 
     added = run(db_url, "artifact", "add", str(ob_id), "deal_terms_confirmed", "--note",

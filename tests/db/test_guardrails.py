@@ -43,10 +43,23 @@ def test_no_transition_without_required_artifacts(session: Session, playbook: Pl
     ob_id = new_onboarding(session, playbook)
     add_items(session, playbook, ob_id, ["deal_terms_confirmed"])
     _refused(session, lambda: records.advance(session, playbook, ob_id, actor="va"),
-             "cannot leave close_confirmation: missing artifacts scope_and_timeline_captured, "
-             "onboarding_owner_assigned")
+             "cannot leave close_confirmation: missing artifacts scope_and_timeline_captured$")
     with session.begin():
         assert records.get_onboarding(session, ob_id).stage == "close_confirmation"
+
+
+def test_creation_records_owner_assignment_and_given_terms(session: Session,
+                                                           playbook: Playbook) -> None:
+    ob_id = new_onboarding(session, playbook, terms="SOW v2, net 30", scope="SEO + ads, 3 mo")
+    with session.begin():
+        ob = records.get_onboarding(session, ob_id)
+        assert records.missing_items(session, playbook, ob) == []
+        notes = dict(session.execute(text(
+            "SELECT key, note FROM artifacts WHERE onboarding_id = :i"), {"i": ob_id}).all())
+    assert notes == {"onboarding_owner_assigned": "owner va@northwind.example, "
+                                                  "backup va2@northwind.example",
+                     "deal_terms_confirmed": "SOW v2, net 30",
+                     "scope_and_timeline_captured": "SEO + ads, 3 mo"}
 
 
 def test_transition_when_artifacts_exist_logs_event(session: Session, playbook: Playbook) -> None:
