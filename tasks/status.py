@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -14,6 +15,17 @@ from tasks import records
 from tasks.clock import calendar_for
 
 PENDING = ("queued", "sending", "failed", "uncertain")
+
+
+def _message_state(clock: dict[str, Any], local: Callable[[dt.datetime | None], str]) -> str:
+    """How a pending message reads on the card."""
+    status = clock.get("status", "queued")
+    goes_out = clock.get("goes_out")
+    if status == "queued" and goes_out:
+        return f"queued, goes out {local(dt.datetime.fromisoformat(goes_out))}"
+    if status == "uncertain":
+        return "UNCERTAIN: the sender stopped mid-send; check the inbox before re-sending"
+    return status
 
 
 def portfolio(session: Session, playbook: Playbook) -> list[dict[str, Any]]:
@@ -68,6 +80,8 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
         clocks.append({"clock": f"message {message.template}", "waits_on": "team",
                        "due": message.due_at.isoformat() if message.due_at else None,
                        "status": message.status, "business_minutes_left": None,
+                       "goes_out": (message.next_attempt_at.isoformat()
+                                    if message.next_attempt_at else None),
                        "breached": bool(message.due_at and now > message.due_at)})
     card: dict[str, Any] = {
         "id": ob.id, "client": ob.client_name, "segment": ob.segment, "offer": ob.offer,
@@ -104,7 +118,8 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
     for clock in clocks:
         left: int | None = clock["business_minutes_left"]
         state = "BREACHED" if clock["breached"] else (
-            f"{left // 60}h{left % 60:02d}m business time left" if left is not None else "pending")
+            f"{left // 60}h{left % 60:02d}m business time left" if left is not None
+            else _message_state(clock, local))
         lines.append(f"clock:   {clock['clock']} waits on {clock['waits_on']}: {state}")
     card["text"] = "\n".join(lines)
     return card

@@ -455,9 +455,30 @@ def sweeps_worker(n: int, source: Path, repeats: int) -> dict[str, Any]:
                 statements={"floor": floor_statements, "sweep_total": sum(statements.values()),
                             "sweep_queue": statements.get("queue", 0),
                             "sweep_deliver": statements.get("deliver", 0)},
-                floor_peak_mib=floor_mem.delta_mib, sweep_peak_mib=sweep_mem.delta_mib)
+                rss_delta_mib={"floor": floor_mem.delta_mib, "sweep": sweep_mem.delta_mib})
         log(f"  {n:>7,}: floor {floor_s[-1]:.2f}s  queue {queue_s[-1]:.2f}s  "
             f"sweep {sweep_s[-1]:.2f}s  ({reminders.sent + escalations.sent} sent)")
+    # Peak Python memory of each, on one more (untimed) pass under tracemalloc.
+    import tracemalloc
+
+    url = fresh_copy(source, work / f"sweep-{n}.db")
+    shutil.rmtree(work / "home", ignore_errors=True)
+    engine = get_engine(url)
+    raw = engine.raw_connection()
+    tracemalloc.start()
+    floor_sweep(raw.dbapi_connection, playbook, SEED_END, messages=True)
+    floor_sweep(raw.dbapi_connection, playbook, SEED_END, messages=False)
+    result["floor_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
+    raw.close()
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    factory = session_factory(url)
+    for messages in (True, False):
+        sweeps.run_sweep(factory, playbook, get_settings(), SEED_END, messages=messages,
+                         escalations=not messages)
+    result["sweep_peak_mib"] = (tracemalloc.get_traced_memory()[1] - before) / 2**20
+    tracemalloc.stop()
+    dispose_all()
     result.update(floor_s=median(floor_s), sweep_s=median(sweep_s), queue_s=median(queue_s),
                   runs=repeats, process_maxrss_mib=psutil.Process().memory_info().rss / 2**20)
     return result
@@ -947,7 +968,7 @@ def table(results: dict[str, Any]) -> str:
                   "the hourly sweep after a one-off catch-up over the seeded history", "",
                   "| onboardings | active | due msgs+escs | floor s | queue phase s | sweep s "
                   "(queue+send) | queue/floor | sweep/floor | statements: floor / queue / "
-                  "deliver | peak MiB floor / sweep | same due set | one-off catch-up |",
+                  "deliver | peak MiB (tracemalloc) floor / sweep | same due set | one-off catch-up |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in results["sweeps"]["sizes"]:
             st = s["statements"]
