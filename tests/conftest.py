@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from tests.smtp_server import LoopbackSmtp
+
 # The machine is offline and Prefect must never phone home, in any test process.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -116,6 +118,23 @@ def session(db_url: str) -> Iterator[Session]:
 
     with session_factory(db_url)() as s:
         yield s
+
+
+@pytest.fixture
+def smtp(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackSmtp]:
+    """A real SMTP server on loopback (aiosmtpd), and settings pointing handoff at it."""
+    from db.settings import get_settings
+    from tests.smtp_server import LoopbackSmtp
+
+    with LoopbackSmtp() as server:
+        monkeypatch.setenv("HANDOFF_SMTP_HOST", server.host)
+        monkeypatch.setenv("HANDOFF_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("HANDOFF_SMTP_STARTTLS", "false")
+        monkeypatch.setenv("HANDOFF_SMTP_SSL", "false")
+        monkeypatch.setenv("HANDOFF_SMTP_TIMEOUT", "3")
+        get_settings.cache_clear()
+        yield server
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -41,17 +40,6 @@ BACKUP = "va2@northwind.example"
 CONTACT = "pat@acme.example"
 
 
-@pytest.fixture
-def smtp(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackSmtp]:
-    """A real SMTP server on loopback, and settings pointing at it."""
-    with LoopbackSmtp() as server:
-        monkeypatch.setenv("HANDOFF_SMTP_HOST", server.host)
-        monkeypatch.setenv("HANDOFF_SMTP_PORT", str(server.port))
-        monkeypatch.setenv("HANDOFF_SMTP_STARTTLS", "false")
-        monkeypatch.setenv("HANDOFF_SMTP_TIMEOUT", "3")
-        get_settings.cache_clear()
-        yield server
-    get_settings.cache_clear()
 
 
 @pytest.fixture

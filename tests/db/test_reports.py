@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
@@ -90,18 +89,6 @@ def test_post_onboarding_audit_once_per_client(seeded: Session, playbook: Playbo
         assert risky and 0 < risky < recorded
 
 
-@pytest.fixture
-def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackSmtp]:
-    from db.settings import get_settings
-
-    with LoopbackSmtp() as server:
-        monkeypatch.setenv("HANDOFF_SMTP_HOST", server.host)
-        monkeypatch.setenv("HANDOFF_SMTP_PORT", str(server.port))
-        monkeypatch.setenv("HANDOFF_SMTP_STARTTLS", "false")
-        monkeypatch.setenv("HANDOFF_SMTP_SSL", "false")
-        get_settings.cache_clear()
-        yield server
-    get_settings.cache_clear()
 
 
 def test_memo_arrives_once_over_smtp_with_charts_and_csv(seeded: Session, playbook: Playbook,

@@ -45,10 +45,9 @@ America/New_York, EDT = UTC-4 throughout, Labor Day closed) and written as a lit
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -87,17 +86,6 @@ def cron_instants(first: dt.date, last: dt.date) -> list[tuple[dt.datetime, str]
     return out
 
 
-@pytest.fixture
-def smtp(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackSmtp]:
-    """A real SMTP server on loopback, and settings pointing at it."""
-    with LoopbackSmtp() as server:
-        monkeypatch.setenv("HANDOFF_SMTP_HOST", server.host)
-        monkeypatch.setenv("HANDOFF_SMTP_PORT", str(server.port))
-        monkeypatch.setenv("HANDOFF_SMTP_STARTTLS", "false")
-        monkeypatch.setenv("HANDOFF_SMTP_TIMEOUT", "3")
-        get_settings.cache_clear()
-        yield server
-    get_settings.cache_clear()
 
 
 class Fortnight:
