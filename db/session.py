@@ -18,11 +18,20 @@ _engines: dict[tuple[int, str], Engine] = {}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook below issue BEGIN, not the driver.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cursor.execute("PRAGMA busy_timeout=15000")  # wait for a writer rather than fail at once
+    # Wait for another writer rather than fail at once.
+    cursor.execute(f"PRAGMA busy_timeout={int(get_settings().sqlite_busy_ms)}")
     cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # Take the write lock when a transaction starts, so two writers serialize instead of one
+    # reading a row the other is about to change (SQLite has no SELECT ... FOR UPDATE).
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -35,8 +44,10 @@ def get_engine(url: str | None = None) -> Engine:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": 15})
+            engine = create_engine(
+                url, connect_args={"timeout": get_settings().sqlite_busy_ms / 1000})
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _begin_immediate)
         else:
             engine = create_engine(url, pool_pre_ping=True)
         _engines[key] = engine

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     database_url: str = ""
     playbook_path: Path = PROJECT_ROOT / "deployments" / "playbook.yaml"
 
+    sqlite_busy_ms: int = 15000  # how long a SQLite writer waits for another before failing
     prefect_api_url: str = "http://127.0.0.1:4200/api"
     onboarding_deployment: str = "client-onboarding/client-onboarding"
 

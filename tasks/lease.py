@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import CursorResult, delete, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Lease, utcnow
@@ -54,5 +55,17 @@ def lease(factory: sessionmaker[Session], name: str,
     try:
         yield holder
     finally:
-        with factory() as session, session.begin():
-            session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))
+        _release(factory, name, holder)
+
+
+def _release(factory: sessionmaker[Session], name: str, holder: str, attempts: int = 5) -> None:
+    """Free the lease; a briefly locked database is retried, and the TTL is the last resort."""
+    for attempt in range(attempts):
+        try:
+            with factory() as session, session.begin():
+                session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))
+            return
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -60,7 +61,8 @@ def get_onboarding(session: Session, onboarding_id: int, *, for_update: bool = F
     """The onboarding with this id, or NotFoundError."""
     stmt = select(Onboarding).where(Onboarding.id == onboarding_id)
     if for_update:
-        stmt = stmt.with_for_update()
+        # Lock the row and re-read it, so a concurrent writer's change is seen, not overwritten.
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     onboarding = session.scalars(stmt).one_or_none()
     if onboarding is None:
         raise NotFoundError(
@@ -263,7 +265,7 @@ def record_artifact(session: Session, playbook: Playbook, onboarding_id: int, ke
     stage, _item = playbook.item(key)
     note = clean_text(note, "--note")
     by = clean_name(by, "--by")
-    onboarding = get_onboarding(session, onboarding_id)
+    onboarding = get_onboarding(session, onboarding_id, for_update=True)
     existing = session.scalars(
         select(Artifact).where(Artifact.onboarding_id == onboarding_id, Artifact.key == key)
     ).first()
@@ -271,8 +273,14 @@ def record_artifact(session: Session, playbook: Playbook, onboarding_id: int, ke
         return existing, False
     artifact = Artifact(onboarding_id=onboarding_id, key=key, stage=stage.key,
                         recorded_at=at, recorded_by=by, note=note)
-    session.add(artifact)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(artifact)
+    except IntegrityError:
+        # Someone recorded the same item a moment ago: the unique constraint decided; keep theirs.
+        first = session.scalars(select(Artifact).where(
+            Artifact.onboarding_id == onboarding_id, Artifact.key == key)).one()
+        return first, False
     log_event(session, "artifact_recorded", actor=by, onboarding_id=onboarding_id, at=at,
               key=key, stage=stage.key)
     _refresh_next_action(session, playbook, onboarding)
@@ -285,7 +293,7 @@ def open_blocker(session: Session, playbook: Playbook, onboarding_id: int, block
     """Open a blocker of a known type, owned by the lane owner of that type."""
     one_of(blocker_type, playbook.blockers, "--type")
     note = clean_text(note, "--note")
-    onboarding = get_onboarding(session, onboarding_id)
+    onboarding = get_onboarding(session, onboarding_id, for_update=True)
     if onboarding.status != "active":
         raise GuardrailError(f"onboarding {onboarding_id} is {onboarding.status}; nothing to block")
     blocker = Blocker(onboarding_id=onboarding_id, type=blocker_type, critical=critical,
@@ -317,7 +325,8 @@ def resolve_blocker(session: Session, playbook: Playbook, blocker_id: int, *, by
     log_event(session, "blocker_resolved", actor=by, onboarding_id=blocker.onboarding_id, at=at,
               blocker_id=blocker_id, type=blocker.type, note=note)
     session.flush()
-    _refresh_next_action(session, playbook, get_onboarding(session, blocker.onboarding_id))
+    _refresh_next_action(session, playbook,
+                         get_onboarding(session, blocker.onboarding_id, for_update=True))
     return blocker
 
 
@@ -340,7 +349,7 @@ def record_qa(session: Session, onboarding_id: int, *, passed: bool, reason: str
 def schedule_kickoff(session: Session, playbook: Playbook, onboarding_id: int, *,
                      kickoff_at: dt.datetime, by: str, at: dt.datetime) -> Onboarding:
     """Set or move the kickoff; a move is logged as a reschedule (a red flag when frequent)."""
-    onboarding = get_onboarding(session, onboarding_id)
+    onboarding = get_onboarding(session, onboarding_id, for_update=True)
     if kickoff_at < onboarding.closed_at:
         raise HandoffError(f"kickoff {kickoff_at.isoformat()} is before the deal closed")
     previous = onboarding.kickoff_at
