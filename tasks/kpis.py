@@ -12,10 +12,12 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import String, select, type_coerce
 from sqlalchemy.engine import Connection
 
 from db.models import (
@@ -31,6 +33,7 @@ from db.models import (
     Onboarding,
     Packet,
     QaReview,
+    UTCDateTime,
 )
 from db.playbook import STAGE_ORDER, Playbook, TimeUnit
 from tasks.business_time import BusinessCalendar
@@ -128,7 +131,12 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read(con: Connection, stmt: Any) -> pd.DataFrame:
-    return _typed(pd.read_sql(stmt, con))
+    # Datetimes come back as the driver gives them and are converted by pandas in one
+    # vectorised pass; the ORM type would convert them one value at a time.
+    raw = stmt.with_only_columns(*[
+        type_coerce(c, String()).label(c.key) if isinstance(c.type, UTCDateTime) else c
+        for c in stmt.selected_columns])
+    return _typed(pd.read_sql(raw, con))
 
 
 def load_frames(con: Connection, as_of: dt.datetime) -> Frames:
@@ -141,10 +149,9 @@ def load_frames(con: Connection, as_of: dt.datetime) -> Frames:
     ).where(ob.closed_at <= as_of).order_by(ob.id))
     artifacts = _read(con, select(Artifact.onboarding_id, Artifact.key, Artifact.stage,
                                   Artifact.recorded_at).where(Artifact.recorded_at <= as_of))
-    events = pd.read_sql(select(Event.onboarding_id, Event.at, Event.kind, Event.detail)
-                         .where(Event.kind.in_(EVENT_KINDS), Event.at <= as_of,
-                                Event.onboarding_id.is_not(None)), con)
-    events = _typed(events)
+    events = _read(con, select(Event.onboarding_id, Event.at, Event.kind, Event.detail)
+                   .where(Event.kind.in_(EVENT_KINDS), Event.at <= as_of,
+                          Event.onboarding_id.is_not(None)))
     details = events["detail"].map(lambda d: d if isinstance(d, dict) else {})
     events["from_stage"] = details.map(lambda d: d.get("from_stage"))
     events["to_stage"] = details.map(lambda d: d.get("to_stage"))
@@ -198,15 +205,86 @@ def load_frames(con: Connection, as_of: dt.datetime) -> Frames:
 # -- business time -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Days:
+    """Business seconds accumulated at the start of each local day of a range."""
+
+    first: pd.Timestamp
+    days: pd.DatetimeIndex
+    is_open: np.ndarray
+    before: np.ndarray
+    length: float
+    opening: float
+
+
+@lru_cache(maxsize=64)
+def _days(calendar: BusinessCalendar, first: pd.Timestamp, last: pd.Timestamp) -> _Days:
+    days = pd.date_range(first, last, freq="D")
+    is_open = np.array([calendar.is_business_day(d.date()) for d in days], dtype="float64")
+    length = calendar.business_day_length.total_seconds()
+    start = calendar.day_start
+    return _Days(first=first, days=days, is_open=is_open, length=length,
+                 before=np.concatenate([[0.0], np.cumsum(is_open * length)[:-1]]),
+                 opening=start.hour * 3600 + start.minute * 60 + start.second
+                 + start.microsecond / 1e6)
+
+
+def _wall(calendar: BusinessCalendar, stamps: pd.Series) -> pd.Series:
+    return stamps.dt.tz_convert(calendar.timezone).dt.tz_localize(None)
+
+
+def _clock(table: _Days, wall: pd.Series) -> np.ndarray:
+    day = wall.dt.normalize()
+    index = (day - table.first).dt.days.to_numpy()
+    elapsed = np.clip((wall - day).dt.total_seconds().to_numpy() - table.opening, 0.0,
+                      table.length)
+    return table.before[index] + elapsed * table.is_open[index]  # type: ignore[no-any-return]
+
+
+def business_clock(calendar: BusinessCalendar, stamps: pd.Series) -> pd.Series:
+    """Business seconds from a common origin to each instant (NaN where missing), vectorised.
+
+    The difference of two readings is the business time between them, as
+    calendar.business_time_between counts it: each business day contributes the part of its
+    wall-clock window [day_start, day_end) that has elapsed.
+    """
+    out = pd.Series(np.nan, index=stamps.index, dtype="float64")
+    valid = stamps.notna()
+    if not valid.any():
+        return out
+    wall = _wall(calendar, stamps[valid])
+    day = wall.dt.normalize()
+    out[valid] = _clock(_days(calendar, day.min(), day.max()), wall)
+    return out
+
+
+def add_business_seconds(calendar: BusinessCalendar, stamps: pd.Series,
+                         seconds: float) -> pd.Series:
+    """stamps + seconds of business time, vectorised (calendar.add_business_time semantics:
+    the earliest instant that reaches the total, so an exact fit lands on a closing time)."""
+    out = pd.Series(pd.NaT, index=stamps.index, dtype="datetime64[ns, UTC]")
+    valid = stamps.notna()
+    if not valid.any():
+        return out
+    wall = _wall(calendar, stamps[valid])
+    day = wall.dt.normalize()
+    reach = int(seconds // max(calendar.business_day_length.total_seconds(), 1)) * 3 + 30
+    table = _days(calendar, day.min(), day.max() + pd.Timedelta(days=reach))
+    target = _clock(table, wall) + seconds
+    ends = table.before + table.is_open * table.length  # accumulated at each day's close
+    index = np.searchsorted(ends, target, side="left")
+    into = target - table.before[index]
+    local = (table.days[index] + pd.to_timedelta(table.opening + into, unit="s"))
+    out[valid] = pd.DatetimeIndex(local).tz_localize(calendar.timezone).tz_convert("UTC")
+    return out
+
+
 def business_days(calendar: BusinessCalendar, start: pd.Series, end: pd.Series) -> pd.Series:
     """Business days from each start to each end (NaN where either is missing)."""
+    both = business_clock(calendar, pd.concat([start, end], ignore_index=True))
+    seconds = both.iloc[len(start):].to_numpy() - both.iloc[:len(start)].to_numpy()
     day = calendar.business_day_length.total_seconds()
-    values = [
-        calendar.business_time_between(a.to_pydatetime(), b.to_pydatetime()).total_seconds() / day
-        if not (pd.isna(a) or pd.isna(b)) else math.nan
-        for a, b in zip(start, end, strict=True)
-    ]
-    return pd.Series(values, index=start.index, dtype="float64")
+    return pd.Series(seconds / day, index=start.index, dtype="float64")
 
 
 def _in(series: pd.Series, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
@@ -335,8 +413,7 @@ def stage_due(calendar: BusinessCalendar, entered: pd.Series, within: float,
         return entered + pd.Timedelta(hours=within)
     span = calendar.business_day_length * within if unit is TimeUnit.BUSINESS_DAYS else \
         dt.timedelta(hours=within)
-    return pd.Series([pd.Timestamp(calendar.add_business_time(t.to_pydatetime(), span))
-                      for t in entered], index=entered.index, dtype="datetime64[ns, UTC]")
+    return add_business_seconds(calendar, entered, span.total_seconds())
 
 
 def checklist_completion_rate(onboardings: pd.DataFrame, artifacts: pd.DataFrame,
@@ -364,8 +441,8 @@ def checklist_completion_rate(onboardings: pd.DataFrame, artifacts: pd.DataFrame
     due_through = where["stage_index"] - 1 + overdue.astype("int64")
     per_stage = items.groupby("stage_index").size().reindex(range(len(STAGE_ORDER)),
                                                             fill_value=0)
-    cumulative = per_stage.cumsum()
-    required = int(due_through.map(lambda i: int(cumulative.iloc[i]) if i >= 0 else 0).sum())
+    through = np.concatenate([[0], per_stage.cumsum().to_numpy()])  # items due up to index i-1
+    required = int(through[due_through.to_numpy() + 1].sum())
     if not required:
         return math.nan
     recorded = artifacts[(artifacts["recorded_at"] < end)
