@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -22,10 +25,32 @@ WAITING = "Suspended"
 
 def configure_prefect_client() -> str:
     """Point Prefect's client at the configured server (never an ephemeral one); return the URL."""
-    url = os.environ.setdefault("PREFECT_API_URL", get_settings().prefect_api_url)
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        # A Prefect profile may name the server; otherwise the local `make run` server.
+        from prefect.settings import get_current_settings
+
+        url = get_current_settings().api.url or get_settings().prefect_api_url
+        os.environ["PREFECT_API_URL"] = url
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     return url
+
+
+@contextmanager
+def prefect_settings() -> Iterator[None]:
+    """Prefect client settings from the environment as it is now.
+
+    Prefect reads its settings once, at import; a long-lived process (a served flow, a test
+    session) may have imported it before PREFECT_API_URL was set, so apply them explicitly.
+    """
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    updates: dict[Any, Any] = {PREFECT_API_URL: configure_prefect_client()}
+    if os.environ.get("PREFECT_API_AUTH_STRING"):
+        updates[PREFECT_API_AUTH_STRING] = os.environ["PREFECT_API_AUTH_STRING"]
+    with temporary_settings(updates=updates):
+        yield
 
 
 def server_reachable(timeout: float = 2.0) -> bool:
@@ -68,12 +93,14 @@ def start_run(onboarding_id: int, attempt: int = 0) -> str:
         ob = records.get_onboarding(session, onboarding_id)
         tags = [f"segment:{ob.segment}", f"offer:{ob.offer}", f"onboarding:{ob.id}"]
     name = onboarding_run_name(onboarding_id)
-    run: FlowRun = run_deployment(  # type: ignore[assignment]
-        get_settings().onboarding_deployment, parameters={"onboarding_id": onboarding_id},
-        timeout=0, tags=tags, flow_run_name=name, as_subflow=False,
-        # The server returns the existing run for a known key, so a retried start reuses it.
-        idempotency_key=f"onboarding-{onboarding_id}" + (f"-restart-{attempt}" if attempt else ""),
-    )
+    with prefect_settings():
+        run: FlowRun = run_deployment(  # type: ignore[assignment]
+            get_settings().onboarding_deployment, parameters={"onboarding_id": onboarding_id},
+            timeout=0, tags=tags, flow_run_name=name, as_subflow=False,
+            # The server returns the existing run for a known key, so a retried start reuses it.
+            idempotency_key=f"onboarding-{onboarding_id}"
+            + (f"-restart-{attempt}" if attempt else ""),
+        )
     remember_run(onboarding_id, str(run.id))
     return ui_url(run.id)
 
@@ -109,7 +136,7 @@ def resume_if_suspended(flow_run_id: UUID, wait_seconds: float = 0.0) -> str:
     from prefect.flow_runs import resume_flow_run
 
     deadline = time.monotonic() + wait_seconds
-    with get_client(sync_client=True) as client:
+    with prefect_settings(), get_client(sync_client=True) as client:
         while True:
             try:
                 run = client.read_flow_run(flow_run_id)

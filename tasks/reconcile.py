@@ -4,6 +4,7 @@ waiting only when it must. Running it twice in a row does nothing the second tim
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import func, select
@@ -12,7 +13,7 @@ from db.models import Event, Onboarding
 from db.playbook import get_playbook
 from db.session import session_factory
 from tasks import records
-from tasks.prefect_link import WAITING, remember_run
+from tasks.prefect_link import WAITING, prefect_settings, remember_run
 
 DEAD = {"CANCELLED", "CRASHED", "FAILED"}
 
@@ -46,20 +47,28 @@ def reconcile_runs() -> ReconcileReport:
     """Start missing runs, resume runs waiting on a condition already met, restart dead runs."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.exceptions import NotPausedError
-    from prefect.flow_runs import resume_flow_run
-
-    from tasks.prefect_link import start_run
 
     report = ReconcileReport()
     active = _active()
     ids = [UUID(run_id) for _, run_id, _, _ in active if run_id]
     states = {}
-    with get_client(sync_client=True) as client:
+    with prefect_settings(), get_client(sync_client=True) as client:
         for chunk in range(0, len(ids), 200):
             for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
                     id=FlowRunFilterId(any_=ids[chunk:chunk + 200])), limit=200):
                 states[str(run.id)] = run.state
+    with prefect_settings():
+        _act(report, active, states)
+    return report
+
+
+def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]],
+         states: dict[str, Any]) -> None:
+    from prefect.exceptions import NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    from tasks.prefect_link import start_run
+
     for onboarding_id, run_id, met, restarts in active:
         state = states.get(run_id) if run_id else None
         if state is None:
@@ -75,7 +84,6 @@ def reconcile_runs() -> ReconcileReport:
                 report.resumed.append(onboarding_id)
             except NotPausedError:
                 pass  # it woke up between the read and the resume: nothing to do
-    return report
 
 
 def _log_restart(onboarding_id: int, run_id: str | None, state: str | None) -> None:

@@ -184,8 +184,8 @@ def test_bad_resume_input_keeps_the_run_suspended(stack: Stack) -> None:
                        and "control characters" in log.message for log in logs)
 
         wait_until("the rejection in the run's log", rejection_logged, timeout=30)
-    assert db_value(stack, "SELECT count(*) FROM artifacts WHERE onboarding_id = :i",
-                    i=ob_id) == 0
+    assert db_value(stack, "SELECT count(*) FROM artifacts WHERE onboarding_id = :i "
+                           "AND key = 'deal_terms_confirmed'", i=ob_id) == 0
     reason = db_value(stack, "SELECT reason FROM events WHERE kind = "
                              "'form_rejected:close_confirmation' AND onboarding_id = :i", i=ob_id)
     assert "control characters" in reason
