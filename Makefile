@@ -20,7 +20,7 @@ run: $(STAMP)  ## migrate the embedded database, start Prefect and serve every d
 	$(BIN)/python -m deployments.serve
 
 test: $(STAMP) lint  ## the whole suite: unit, database (SQLite + PostgreSQL), flows, end to end
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
