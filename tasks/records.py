@@ -43,7 +43,6 @@ from db.validation import (
 )
 from tasks.clock import due_after
 
-SYSTEM = "handoff"
 TERMS_KEY, SCOPE_KEY = "deal_terms_confirmed", "scope_and_timeline_captured"
 
 
