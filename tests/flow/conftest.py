@@ -104,11 +104,25 @@ def start_runner(env: dict[str, str], log: Path, limit: int = 10) -> subprocess.
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_for_deployment(api_url: str, name: str, timeout: float = 90) -> None:
+def handoff_env(home: Path, *, smtp_port: int, api_url: str, **extra: str) -> dict[str, str]:
+    """Environment for the runner and the CLI: app database, 24/7 playbook, SMTP, Prefect."""
+    return {**os.environ,
+            "HANDOFF_HOME": str(home), "HANDOFF_DATABASE_URL": f"sqlite:///{home / 'handoff.db'}",
+            "HANDOFF_PLAYBOOK_PATH": str(always_open_playbook(home / "playbook.yaml")),
+            "HANDOFF_SMTP_HOST": "127.0.0.1", "HANDOFF_SMTP_PORT": str(smtp_port),
+            "HANDOFF_SMTP_STARTTLS": "false", "HANDOFF_SMTP_SSL": "false",
+            "HANDOFF_SMTP_TIMEOUT": "10",
+            "PREFECT_API_URL": api_url, "PREFECT_UI_URL": api_url.removesuffix("/api"),
+            **extra}
+
+
+def wait_for_deployment(api_url: str, name: str, timeout: float = 90,
+                        headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     flow, deployment = name.split("/")
     while time.monotonic() < deadline:
-        response = httpx.get(f"{api_url}/deployments/name/{flow}/{deployment}", timeout=5)
+        response = httpx.get(f"{api_url}/deployments/name/{flow}/{deployment}", timeout=5,
+                             headers=headers or {})
         if response.status_code == 200:
             return
         time.sleep(0.5)
@@ -120,17 +134,10 @@ def stack(prefect_server: PrefectServer, smtp: LoopbackSmtp,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The runner serving every deployment, with its own app database and mail settings."""
     home = tmp_path_factory.mktemp("handoff-home")
-    db_url = f"sqlite:///{home / 'handoff.db'}"
-    env = {**os.environ,
-           "HANDOFF_HOME": str(home), "HANDOFF_DATABASE_URL": db_url,
-           "HANDOFF_PLAYBOOK_PATH": str(always_open_playbook(home / "playbook.yaml")),
-           "HANDOFF_SMTP_HOST": "127.0.0.1", "HANDOFF_SMTP_PORT": str(smtp.port),
-           "HANDOFF_SMTP_STARTTLS": "false", "HANDOFF_SMTP_SSL": "false",
-           "HANDOFF_SMTP_TIMEOUT": "10",
-           "PREFECT_API_URL": prefect_server.api_url,
-           "PREFECT_UI_URL": prefect_server.api_url.removesuffix("/api"),
-           "PREFECT_HOME": str(prefect_server.home),
-           "PREFECT_LOCAL_STORAGE_PATH": str(home / "prefect-results")}
+    env = handoff_env(home, smtp_port=smtp.port, api_url=prefect_server.api_url,
+                      PREFECT_HOME=str(prefect_server.home),
+                      PREFECT_LOCAL_STORAGE_PATH=str(home / "prefect-results"))
+    db_url = env["HANDOFF_DATABASE_URL"]
     subprocess.run([str(HANDOFF), "db", "upgrade"], env=env, check=True, capture_output=True)
     runner = start_runner(env, home / "runner.log")
     try:

@@ -16,7 +16,13 @@ import httpx
 import pytest
 
 from deployments.server import start_server, stop, wait_healthy
-from tests.flow.conftest import Stack, always_open_playbook, free_port, start_runner
+from tests.flow.conftest import (
+    Stack,
+    free_port,
+    handoff_env,
+    start_runner,
+    wait_for_deployment,
+)
 from tests.flow.test_onboarding_flow import mail_to, onboard, stage_of, wait_until
 from tests.smtp_server import LoopbackSmtp
 
@@ -46,19 +52,8 @@ class FaultStack(Stack):
 
     def restart_runner(self) -> None:
         self.runner = start_runner(self.env, self.home / "runner.log")
-        wait_for_deployment_auth(self.api_url, "client-onboarding/client-onboarding")
-
-
-def wait_for_deployment_auth(api_url: str, name: str) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        flow, deployment = name.split("/")
-        r = httpx.get(f"{api_url}/deployments/name/{flow}/{deployment}", headers=AUTH_HEADER,
-                      timeout=5)
-        if r.status_code == 200:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(name)
+        wait_for_deployment(self.api_url, "client-onboarding/client-onboarding",
+                            headers=AUTH_HEADER)
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +64,11 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     api = f"http://127.0.0.1:{port}/api"
     smtp = LoopbackSmtp(username="mailer", password="smtp-pw-never-logged")
     smtp.__enter__()
-    db_url = f"sqlite:///{home / 'handoff.db'}"
-    env = {**os.environ,
-           "HANDOFF_HOME": str(home), "HANDOFF_DATABASE_URL": db_url,
-           "HANDOFF_PLAYBOOK_PATH": str(always_open_playbook(home / "playbook.yaml")),
-           "HANDOFF_SMTP_HOST": "127.0.0.1", "HANDOFF_SMTP_PORT": str(smtp.port),
-           "HANDOFF_SMTP_STARTTLS": "false", "HANDOFF_SMTP_TIMEOUT": "10",
-           "HANDOFF_SMTP_USERNAME": "mailer", "HANDOFF_SMTP_PASSWORD": "smtp-pw-never-logged",
-           "PREFECT_API_URL": api, "PREFECT_UI_URL": api.removesuffix("/api"),
-           "PREFECT_API_AUTH_STRING": AUTH, "PREFECT_HOME": str(prefect_home),
-           "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+    env = handoff_env(home, smtp_port=smtp.port, api_url=api,
+                      HANDOFF_SMTP_USERNAME="mailer", HANDOFF_SMTP_PASSWORD="smtp-pw-never-logged",
+                      PREFECT_API_AUTH_STRING=AUTH, PREFECT_HOME=str(prefect_home),
+                      PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30")
+    db_url = env["HANDOFF_DATABASE_URL"]
     stack = FaultStack(env=env, db_url=db_url, api_url=api, smtp=smtp,
                        runner=None, home=home)  # type: ignore[arg-type]
     stack.port, stack.prefect_home = port, prefect_home
