@@ -8,7 +8,6 @@ the same functions about one client, so a sweep and a flow can never disagree ab
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,6 @@ from tasks.outbox import Draft, business_context
 from tasks.render import calendar_invite
 
 KICKOFF_MINUTES = 45
-CLIENT_TEMPLATES = ("intake_request", "missing_info_reminder")
 
 
 @dataclass
@@ -416,11 +414,3 @@ def _threshold_ladder(playbook: Playbook, snapshot: Snapshot, client: Client, ru
                             detail=detail, level=f"level {level} of {len(ladder)}",
                             recipient_role=role_text)))
     return out
-
-
-def group_by_onboarding(drafts: list[Draft]) -> dict[int | None, list[Draft]]:
-    """Drafts per onboarding (for reports and logs)."""
-    grouped: dict[int | None, list[Draft]] = defaultdict(list)
-    for d in drafts:
-        grouped[d.onboarding_id].append(d)
-    return grouped

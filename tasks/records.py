@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -481,8 +481,3 @@ def close_action(session: Session, action_id: int, *, note: str | None, by: str,
     action.close_note = text
     log_event(session, "action_closed", actor=by, at=at, action_id=action_id, note=text)
     return action
-
-
-def count_rows(session: Session, model: type[Any]) -> int:
-    """Row count of one table (tests prove refusals write nothing)."""
-    return int(session.scalar(select(func.count()).select_from(model)) or 0)

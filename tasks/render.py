@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, UndefinedError, select_autoescape
-from markupsafe import Markup
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
@@ -140,8 +139,3 @@ def calendar_invite(*, uid: str, start: dt.datetime, minutes: int, summary: str,
         "STATUS:CONFIRMED", "SEQUENCE:0", "END:VEVENT", "END:VCALENDAR",
     ]
     return ("\r\n".join(fold(line) for line in lines) + "\r\n").encode()
-
-
-def safe_html(value: str) -> Markup:
-    """Mark trusted, already-escaped HTML (only handoff's own fragments) as safe."""
-    return Markup(value)
