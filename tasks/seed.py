@@ -4,8 +4,13 @@
 the rows the service layer and the outbox would have written: artifacts, the event log
 (stage_transition with from_stage/to_stage), QA checks, blockers, sent messages with their SLA
 key and business minutes late, client replies and follow-ups, founder interruptions, packets,
-incidents and a few corrective actions already closed. Everything is written with set-based
-bulk inserts, so 100k onboardings take one statement per table, not one call per row.
+incidents and a few corrective actions already closed.
+
+Clients are simulated and written in chunks (`CHUNK` at a time, one executemany per table per
+chunk), so memory stays flat whatever N is; ids are allocated up front so message keys and
+blocker escalations are known while simulating. On SQLite the rows go to the driver already in
+its storage format (the generic path converts every value through the column types, ~4x
+slower); elsewhere through SQLAlchemy Core.
 
 The history tells a story a founder recognises: a rough start, steady improvement, then a
 rough patch in the last three complete weeks (slower kickoffs, more rework, more status
@@ -15,12 +20,15 @@ chasing, more early incidents) so every KPI threshold in the playbook has someth
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import random
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import JSON, Boolean, Date, Table, func, select, text
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -35,6 +43,7 @@ from db.models import (
     Onboarding,
     Packet,
     QaReview,
+    UTCDateTime,
 )
 from db.playbook import STAGE_ORDER, Playbook
 from tasks.business_time import BusinessCalendar
@@ -95,20 +104,39 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-class _Writer:
-    """Rows for every table, inserted in bulk at the end."""
-
-    def __init__(self) -> None:
-        self.onboardings: list[dict[str, Any]] = []
-        self.per_client: list[dict[str, list[dict[str, Any]]]] = []
-        self.loose: dict[str, list[dict[str, Any]]] = {"interruptions": [], "actions": []}
+TABLES = ("artifacts", "events", "blockers", "comms", "responses", "qa", "incidents", "packets")
+CHUNK = 5000  # clients simulated and written per batch: bounds memory, keeps executemany large
 
 
-class _Sim:
+class _Rows:
+    """One client's rows, table by table, in the shape of their tables."""
+
+    def __init__(self, onboarding_id: int, end: dt.datetime) -> None:
+        self.id, self.end = onboarding_id, end
+        self.rows: dict[str, list[dict[str, Any]]] = {k: [] for k in TABLES}
+
+    def event(self, kind: str, at: dt.datetime, actor: str = "va", **detail: Any) -> None:
+        if at <= self.end:
+            self.rows["events"].append({"onboarding_id": self.id, "at": at, "actor": actor,
+                                        "kind": kind, "detail": detail, "reason": None})
+
+    def respond(self, kind: str, at: dt.datetime, template: str | None) -> None:
+        self.rows["responses"].append({"onboarding_id": self.id, "kind": kind,
+                                       "template": template, "at": at, "note": None})
+        self.event(f"client_{kind}", at, "va", template=template)
+
+    def incident(self, at: dt.datetime, severity: str) -> None:
+        self.rows["incidents"].append({"onboarding_id": self.id, "severity": severity,
+                                       "note": "seeded incident", "at": at})
+        self.event("incident_logged", at, "delivery@northwind.example", severity=severity)
+
+
+class _Sim(_Rows):
     """One client's simulated lifecycle (times in UTC), clipped at the end of history."""
 
     def __init__(self, gen: _Generator, index: int, closed: dt.datetime) -> None:
-        self.g, self.i, self.closed = gen, index, closed
+        super().__init__(gen.first_id + index, gen.end)
+        self.g, self.closed = gen, closed
         rng = gen.rng
         a, b = rng.choice(NAMES_A), rng.choice(NAMES_B)
         self.name = f"{a} {b} {index + 1}"
@@ -118,9 +146,6 @@ class _Sim:
         owners = gen.owners
         self.owner = rng.choices(owners, weights=[0.45, 0.35, 0.2][: len(owners)])[0]
         self.backup = next(o for o in gen.backups if o != self.owner)
-        self.rows: dict[str, list[dict[str, Any]]] = {
-            k: [] for k in ("artifacts", "events", "blockers", "comms", "responses", "qa",
-                            "incidents", "packets")}
         self.stage = STAGE_ORDER[0]
         self.stage_entered = closed
         self.kickoff_at: dt.datetime | None = None
@@ -133,15 +158,11 @@ class _Sim:
     def later(self, start: dt.datetime, days: float) -> dt.datetime:
         return self.g.calendar.add_business_time(start, self.g.day * max(days, 0.02))
 
-    def event(self, kind: str, at: dt.datetime, actor: str = "va", **detail: Any) -> None:
-        if at <= self.g.end:
-            self.rows["events"].append({"at": at, "actor": actor, "kind": kind,
-                                        "detail": detail, "reason": None})
-
     def artifact(self, key: str, stage: str, at: dt.datetime) -> None:
         if at <= self.g.end:
-            self.rows["artifacts"].append({"key": key, "stage": stage, "recorded_at": at,
-                                           "recorded_by": self.owner, "note": None})
+            self.rows["artifacts"].append({"onboarding_id": self.id, "key": key, "stage": stage,
+                                           "recorded_at": at, "recorded_by": self.owner,
+                                           "note": None})
             self.event("artifact_recorded", at, self.owner, key=key, stage=stage)
 
     def message(self, template: str, key: str, at: dt.datetime, *, due: dt.datetime | None,
@@ -153,7 +174,7 @@ class _Sim:
         late = business_minutes_late(self.g.playbook, due, at) if due else None
         created = min(at, due) if due else at
         self.rows["comms"].append({
-            "template": template, "lane": lane, "audience": audience,
+            "onboarding_id": self.id, "template": template, "lane": lane, "audience": audience,
             "recipients": recipients or f"hello@{self.slug}.example",
             "subject": f"{template.replace('_', ' ').capitalize()}: {self.name}",
             "body_html": f"<p>{SEED_BODY}</p>", "body_text": SEED_BODY, "attachments": [],
@@ -214,23 +235,38 @@ class _Sim:
             length = rng.uniform(0.3, 2.5) * (1 + bad) * (1.6 if self.g.in_patch(opened) else 1)
             resolved = self.later(opened, length)
             extra = max(extra, length * 0.6)
-            critical = rng.random() < 0.15
-            self.rows["blockers"].append({
-                "type": kind, "critical": critical, "note": None, "owner_email": self.owner,
-                "opened_at": opened, "opened_by": self.owner,
-                "resolved_at": resolved if resolved <= self.g.end else None,
-                "resolved_by": self.owner if resolved <= self.g.end else None,
-                "affects_timeline": kind == "scope_ambiguity" and rng.random() < 0.3,
-                "_stage": stage})
-            founder_step = self.g.playbook.blockers[kind].escalation[-1]
-            reach = due_after(self.g.playbook, opened, founder_step.after, founder_step.unit)
-            if reach < resolved and reach <= self.g.end:
-                self.rows["blockers"][-1]["_founder_escalation"] = reach
+            self.blocker(kind, opened, resolved, critical=rng.random() < 0.15,
+                         affects=kind == "scope_ambiguity" and rng.random() < 0.3)
         return extra
+
+    def blocker(self, kind: str, opened: dt.datetime, resolved: dt.datetime, *, critical: bool,
+                affects: bool) -> None:
+        """One blocker with its events, and the founder escalation if it outlived the path."""
+        if opened > self.g.end:
+            return
+        pb, blocker_id = self.g.playbook, self.g.next_blocker_id()
+        done = resolved <= self.g.end
+        self.rows["blockers"].append({
+            "id": blocker_id, "onboarding_id": self.id, "type": kind, "critical": critical,
+            "note": None, "owner_email": self.owner, "opened_at": opened,
+            "opened_by": self.owner, "resolved_at": resolved if done else None,
+            "resolved_by": self.owner if done else None, "affects_timeline": affects})
+        self.event("blocker_opened", opened, self.owner, blocker_id=blocker_id, type=kind,
+                   critical=critical)
+        if done:
+            self.event("blocker_resolved", resolved, self.owner, blocker_id=blocker_id,
+                       type=kind, note=None)
+        path = pb.blockers[kind]
+        reach = due_after(pb, opened, path.escalation[-1].after, path.escalation[-1].unit)
+        if reach < resolved:
+            self.message(path.template, f"esc:blocker:{blocker_id}:{len(path.escalation)}",
+                         reach, due=None, sla=None, audience="team", lane=path.lane,
+                         recipients=str(pb.business.founder.email))
 
     def qa(self, stage: str, at: dt.datetime, passed: bool, reason: str | None) -> None:
         if at <= self.g.end:
-            self.rows["qa"].append({"passed": passed, "reason": reason, "stage": stage,
+            self.rows["qa"].append({"onboarding_id": self.id, "passed": passed,
+                                    "reason": reason, "stage": stage,
                                     "by": "ops@northwind.example", "at": at})
             self.event("qa_recorded", at, "ops@northwind.example", passed=passed, reason=reason)
 
@@ -241,7 +277,7 @@ class _Sim:
         self.event("onboarding_created", self.closed, "va", client=self.name, stage=self.stage)
         welcome = pb.slas["welcome"]
         due = due_after(pb, self.closed, welcome.within or 4, welcome.unit)
-        self.message("welcome", "welcome:{id}", self.send_time(due, g.bad(self.closed), 0.4),
+        self.message("welcome", f"welcome:{self.id}", self.send_time(due, g.bad(self.closed), 0.4),
                      due=due, sla="welcome")
         # 1. close confirmation
         bad = g.bad(self.closed)
@@ -254,7 +290,7 @@ class _Sim:
         days = 1.5 + rng.expovariate(0.6) * (1 + bad)
         days += self.blockers("intake_completion", entered, days, bad)
         left = self.later(entered, days)
-        self.message("intake_request", "intake_request:{id}", entered, due=None, sla=None,
+        self.message("intake_request", f"intake_request:{self.id}", entered, due=None, sla=None,
                      lane="A")
         self.reminders(entered, left, bad)
         self.items("intake_completion", entered, left)
@@ -284,7 +320,7 @@ class _Sim:
         late_recap = rng.random() < 0.05 + 0.2 * bad
         recap_at = recap_due + dt.timedelta(hours=rng.uniform(1, 20)) if late_recap else \
             self.kickoff_at + dt.timedelta(hours=rng.uniform(1, 20))
-        self.message("kickoff_recap", "kickoff_recap:{id}", recap_at, due=recap_due,
+        self.message("kickoff_recap", f"kickoff_recap:{self.id}", recap_at, due=recap_due,
                      sla="kickoff_recap")
         left = self.later(self.kickoff_at, rng.uniform(0.2, 0.9))
         self.items("kickoff_alignment", entered, left)
@@ -325,12 +361,12 @@ class _Sim:
                           default=check)
         self.items("ready_to_deliver", entered, left if late_keys else first_check,
                    late_keys=late_keys)
-        self.message("handoff_packet", "handoff_packet:{id}:1", self.later(entered, 0.05),
+        self.message("handoff_packet", f"handoff_packet:{self.id}:1", self.later(entered, 0.05),
                      due=None, sla=None, audience="team", lane="D",
                      recipients=str(pb.business.delivery_team.email))
         if not self.advance(left):
             return
-        self.message("ready_to_deliver", "ready_to_deliver:{id}", left, due=None, sla=None,
+        self.message("ready_to_deliver", f"ready_to_deliver:{self.id}", left, due=None, sla=None,
                      lane="D")
         milestone = self.later(left, rng.uniform(4, 12))
         self.first_milestone = milestone.date()
@@ -343,7 +379,7 @@ class _Sim:
         self.event(kind, at, self.owner, kickoff_at=self.kickoff_at.isoformat(),
                    previous=previous.isoformat() if previous else None)
         stamp = self.kickoff_at.strftime("%Y%m%dT%H%M")
-        self.message("kickoff_confirmation", f"kickoff_confirmation:{{id}}:{stamp}", at,
+        self.message("kickoff_confirmation", f"kickoff_confirmation:{self.id}:{stamp}", at,
                      due=due, sla="kickoff_scheduled", lane="A")
 
     def reminders(self, entered: dt.datetime, left: dt.datetime, bad: float) -> None:
@@ -355,7 +391,7 @@ class _Sim:
             if at >= left:
                 return
             cycle += 1
-            self.message("missing_info_reminder", f"missing_info_reminder:{{id}}:{cycle}", at,
+            self.message("missing_info_reminder", f"missing_info_reminder:{self.id}:{cycle}", at,
                          due=last + dt.timedelta(hours=48), sla="intake_reminder", lane="A",
                          cycle=cycle)
             last = at
@@ -369,23 +405,79 @@ class _Sim:
                 return
             cycle += 1
             at = self.send_time(due, bad, 0.2)
-            self.message("setup_progress_update", f"setup_progress_update:{{id}}:{cycle}", at,
+            self.message("setup_progress_update", f"setup_progress_update:{self.id}:{cycle}", at,
                          due=due, sla="setup_progress_update", cycle=cycle)
             last = at
 
     def packet(self, revision: int, at: dt.datetime) -> None:
         if at <= self.g.end:
-            self.rows["packets"].append({"revision": revision, "created_at": at,
+            self.rows["packets"].append({"onboarding_id": self.id, "revision": revision,
+                                         "created_at": at,
                                          "markdown": f"# Handoff packet: {self.name}\n\n"
                                                      f"Revision {revision} (seeded history).\n"})
             if revision == 1:
                 self.artifact("handoff_packet_delivered", "ready_to_deliver", at)
 
+    def client_voice(self) -> None:
+        """Client replies, clarification requests and status follow-ups during onboarding."""
+        rng = self.g.rng
+        span = (min(self.ready_at or self.end, self.end) - self.closed).total_seconds()
+        if span <= 0:
+            return
+        bad = self.g.bad(self.closed)
+        for kind, lam in (("response", 1.5), ("clarification", 0.25 * (1 + 2 * bad)),
+                          ("followup_request", 0.35 * (1 + 2 * bad))):
+            for _ in range(_poisson(rng, lam)):
+                at = self.closed + dt.timedelta(seconds=rng.uniform(0.05, 1) * span)
+                template = _pick(rng, CLARIFIED_TEMPLATES) if kind == "clarification" else None
+                self.respond(kind, at, template)
+
+    def after_handoff(self) -> None:
+        """Delivery incidents in the first 30 days after handoff."""
+        rng, g = self.g.rng, self.g
+        if self.ready_at is None:
+            return
+        for _ in range(_poisson(rng, 0.25 * (0.5 + g.bad(self.ready_at)))):
+            at = self.ready_at + dt.timedelta(days=rng.uniform(1, 29))
+            if at <= g.end and not g.in_patch(at):
+                self.incident(at, rng.choice(("minor", "minor", "minor", "major")))
+
+    def onboarding_row(self) -> dict[str, Any]:
+        """The onboardings row as the service layer leaves it at the end of history."""
+        playbook = self.g.playbook
+        status = "ready" if self.ready_at else "active"
+        stage_def = playbook.stage(self.stage)
+        open_blockers = [b for b in self.rows["blockers"] if b["resolved_at"] is None]
+        next_action: str | None = None
+        next_due: dt.datetime | None = None
+        if status == "active":
+            have = {a["key"] for a in self.rows["artifacts"]}
+            pending = [i for i in playbook.required_items(self.stage) if i.key not in have]
+            next_action = (f"{pending[0].label} ({len(pending)} open in {stage_def.name})"
+                           if pending else f"Confirm exit checks for {stage_def.name}")
+            next_due = due_after(playbook, self.stage_entered, stage_def.sla.within,
+                                 stage_def.sla.unit)
+        milestone = self.first_milestone or (self.closed + dt.timedelta(days=35)).astimezone(
+            playbook.calendar.tz).date()
+        return {
+            "id": self.id, "client_name": self.name, "segment": self.segment,
+            "offer": self.offer, "owner_email": self.owner, "backup_email": self.backup,
+            "contact_emails": f"hello@{self.slug}.example", "stage": self.stage,
+            "stage_entered_at": self.stage_entered, "status": status,
+            "next_action": next_action, "next_action_due": next_due,
+            "blocker_tag": open_blockers[0]["type"] if open_blockers and status == "active"
+            else None,
+            "closed_at": self.closed, "kickoff_at": self.kickoff_at,
+            "kickoff_by": self.kickoff_by, "first_milestone": milestone,
+            "ready_at": self.ready_at, "playbook_version": playbook.version,
+            "flow_run_id": None, "created_at": self.closed, "row_version": 1}
+
 
 class _Generator:
     def __init__(self, playbook: Playbook, *, n: int, months: int, end: dt.datetime,
-                 seed: int) -> None:
+                 seed: int, first_id: int, first_blocker_id: int) -> None:
         self.playbook, self.n, self.end = playbook, n, end
+        self.first_id, self._blocker_id = first_id, first_blocker_id - 1
         self.rng = random.Random(seed)
         self.calendar: BusinessCalendar = calendar_for(playbook)
         self.day = self.calendar.business_day_length
@@ -403,6 +495,10 @@ class _Generator:
                                      dt.time(), tzinfo=tz)
         self.patch_end = monday.astimezone(dt.UTC)
         self.patch_start = self.patch_end - dt.timedelta(days=21)
+
+    def next_blocker_id(self) -> int:
+        self._blocker_id += 1
+        return self._blocker_id
 
     def in_patch(self, at: dt.datetime, weeks: int = 3) -> bool:
         return self.patch_end - dt.timedelta(days=7 * weeks) <= at < self.patch_end + \
@@ -428,82 +524,85 @@ def generate_history(session: Session, playbook: Playbook, *, n: int = 300, mont
     """Write a deterministic history of `n` onboardings over `months` months ending at `end`."""
     if end.tzinfo is None:
         raise ValueError(f"end {end.isoformat()} must be timezone-aware")
-    gen = _Generator(playbook, n=n, months=months, end=end.astimezone(dt.UTC), seed=seed)
-    sims = []
+    sink = _Sink(session)
+    gen = _Generator(playbook, n=n, months=months, end=end.astimezone(dt.UTC), seed=seed,
+                     first_id=sink.next_id(Onboarding), first_blocker_id=sink.next_id(Blocker))
+    past: list[_Past] = []
+    batch: list[_Sim] = []
     for index, closed in enumerate(gen.closings()):
         sim = _Sim(gen, index, closed)
         sim.run()
-        sims.append(sim)
-    _client_voice(gen, sims)
-    _after_handoff(gen, sims)
-    _rough_patch(gen, sims)
-    interruptions = _interruptions(gen, sims)
-    return _write(session, playbook, gen, sims, interruptions)
+        sim.client_voice()
+        sim.after_handoff()
+        past.append(_Past(sim.id, sim.closed, sim.ready_at))
+        batch.append(sim)
+        if len(batch) == CHUNK:
+            _flush(sink, batch)
+            batch = []
+    _flush(sink, batch)
+    _flush(sink, _rough_patch(gen, past))
+    sink.write(FounderInterruption, _interruptions(gen, past))
+    actions = _closed_actions(gen)
+    known = set(session.scalars(select(CorrectiveAction.source_key).where(
+        CorrectiveAction.source_key.in_([a["source_key"] for a in actions]))))
+    sink.write(CorrectiveAction, [a for a in actions if a["source_key"] not in known])
+    sink.finish()
+    return SeedReport(onboardings=n, active=sum(1 for p in past if p.ready_at is None),
+                      start=gen.start, end=gen.end, rows=sink.counts)
 
 
-def _client_voice(gen: _Generator, sims: list[_Sim]) -> None:
-    """Client replies, clarification requests and status follow-ups during onboarding."""
-    rng = gen.rng
-    for sim in sims:
-        until = min(sim.ready_at or gen.end, gen.end)
-        span = (until - sim.closed).total_seconds()
-        if span <= 0:
-            continue
-        bad = gen.bad(sim.closed)
-        for kind, lam in (("response", 1.5), ("clarification", 0.25 * (1 + 2 * bad)),
-                          ("followup_request", 0.35 * (1 + 2 * bad))):
-            for _ in range(_poisson(rng, lam)):
-                at = sim.closed + dt.timedelta(seconds=rng.uniform(0.05, 1) * span)
-                template = _pick(rng, CLARIFIED_TEMPLATES) if kind == "clarification" else None
-                _respond(sim, kind, at, template)
+@dataclass(frozen=True)
+class _Past:
+    """What the cross-client passes need of a client already written."""
+
+    id: int
+    closed: dt.datetime
+    ready_at: dt.datetime | None
 
 
-def _respond(sim: _Sim, kind: str, at: dt.datetime, template: str | None) -> None:
-    sim.rows["responses"].append({"kind": kind, "template": template, "at": at, "note": None})
-    sim.event(f"client_{kind}", at, "va", template=template)
+MODELS: dict[str, type[Any]] = {
+    "blockers": Blocker, "artifacts": Artifact, "events": Event, "comms": Communication,
+    "responses": ClientResponse, "qa": QaReview, "incidents": Incident, "packets": Packet}
 
 
-def _after_handoff(gen: _Generator, sims: list[_Sim]) -> None:
-    """Delivery incidents in the first 30 days after handoff."""
-    rng = gen.rng
-    for sim in sims:
-        if sim.ready_at is None:
-            continue
-        lam = 0.25 * (0.5 + gen.bad(sim.ready_at))
-        for _ in range(_poisson(rng, lam)):
-            at = sim.ready_at + dt.timedelta(days=rng.uniform(1, 29))
-            if at <= gen.end and not gen.in_patch(at):
-                _incident(sim, at, rng.choice(("minor", "minor", "minor", "major")))
+def _flush(sink: _Sink, batch: Sequence[_Rows]) -> None:
+    """One executemany per table for a batch of clients (onboardings first, for the keys)."""
+    sink.write(Onboarding, [r.onboarding_row() for r in batch if isinstance(r, _Sim)])
+    for name, model in MODELS.items():
+        rows = [row for r in batch for row in r.rows[name]]
+        if name == "events":
+            rows.sort(key=lambda row: row["at"])  # each client's log reads in time order
+        sink.write(model, rows)
 
 
-def _incident(sim: _Sim, at: dt.datetime, severity: str) -> None:
-    sim.rows["incidents"].append({"severity": severity, "note": "seeded incident", "at": at})
-    sim.event("incident_logged", at, "delivery@northwind.example", severity=severity)
-
-
-def _rough_patch(gen: _Generator, sims: list[_Sim]) -> None:
+def _rough_patch(gen: _Generator, past: list[_Past]) -> list[_Rows]:
     """The last three complete weeks: status chasing and early incidents rise week on week."""
-    rng = gen.rng
+    rng, out = gen.rng, []
     for week, (asking, incidents) in enumerate(((3, 2), (6, 4), (10, 7))):
         start = gen.patch_start + dt.timedelta(days=7 * week)
         end = start + dt.timedelta(days=7)
-        live = [s for s in sims if s.closed < start and (s.ready_at is None or s.ready_at > end)]
-        for sim in rng.sample(live, min(asking, len(live))):
+        live = [p for p in past if p.closed < start and (p.ready_at is None or p.ready_at > end)]
+        for client in rng.sample(live, min(asking, len(live))):
+            rows = _Rows(client.id, gen.end)
             for _ in range(2):
-                at = start + dt.timedelta(hours=rng.uniform(10, 160))
-                _respond(sim, "followup_request", at, None)
-        handed = [s for s in sims if s.ready_at and s.ready_at < start
-                  and s.ready_at + dt.timedelta(days=30) > end]
-        for sim in rng.sample(handed, min(incidents, len(handed))):
-            assert sim.ready_at is not None
-            _incident(sim, start + dt.timedelta(hours=rng.uniform(10, 160)),
-                      rng.choice(("minor", "major")))
+                rows.respond("followup_request", start + dt.timedelta(hours=rng.uniform(10, 160)),
+                             None)
+            out.append(rows)
+        handed = [p for p in past if p.ready_at and p.ready_at < start
+                  and p.ready_at + dt.timedelta(days=30) > end]
+        for client in rng.sample(handed, min(incidents, len(handed))):
+            rows = _Rows(client.id, gen.end)
+            rows.incident(start + dt.timedelta(hours=rng.uniform(10, 160)),
+                          rng.choice(("minor", "major")))
+            out.append(rows)
+    return out
 
 
-def _interruptions(gen: _Generator, sims: list[_Sim]) -> list[dict[str, Any]]:
+def _interruptions(gen: _Generator, past: list[_Past]) -> list[dict[str, Any]]:
     """Founder interruptions: many and avoidable early, fewer later, rising in the patch."""
     rng, rows = gen.rng, []
     categories = gen.playbook.interruption_categories
+    closed = [p.closed for p in past]  # sorted: closings are generated in order
     day = gen.start
     while day < gen.end:
         bad = gen.bad(day)
@@ -512,113 +611,76 @@ def _interruptions(gen: _Generator, sims: list[_Sim]) -> list[dict[str, Any]]:
             if at > gen.end:
                 continue
             category = rng.choice(categories)
-            live = [s for s in sims if s.closed <= at and (s.ready_at is None or s.ready_at > at)]
-            sim = rng.choice(live) if live and rng.random() < 0.8 else None
-            rows.append({"_sim": sim, "category": category,
+            client = _live_client(rng, past, bisect_right(closed, at), at) \
+                if rng.random() < 0.8 else None
+            rows.append({"onboarding_id": client, "category": category,
                          "avoidable": rng.random() < 0.3 + 0.4 * bad,
                          "lane": INTERRUPTION_LANES.get(category, "D"), "at": at, "note": None})
         day += dt.timedelta(days=1)
     return rows
 
 
-def _write(session: Session, playbook: Playbook, gen: _Generator, sims: list[_Sim],
-           interruptions: list[dict[str, Any]]) -> SeedReport:
-    """Bulk inserts: one executemany per table, ids taken back in parameter order."""
-    tz = playbook.calendar.tz
-    onboarding_rows = []
-    for sim in sims:
-        status = "ready" if sim.ready_at else "active"
-        stage_def = playbook.stage(sim.stage)
-        open_blockers = [b for b in sim.rows["blockers"] if b["resolved_at"] is None]
-        if status == "active":
-            have = {a["key"] for a in sim.rows["artifacts"]}
-            pending = [i for i in playbook.required_items(sim.stage) if i.key not in have]
-            next_action = (f"{pending[0].label} ({len(pending)} open in {stage_def.name})"
-                           if pending else f"Confirm exit checks for {stage_def.name}")
-            next_due = due_after(playbook, sim.stage_entered, stage_def.sla.within,
-                                 stage_def.sla.unit)
+def _live_client(rng: random.Random, past: list[_Past], closed_by_then: int,
+                 at: dt.datetime) -> int | None:
+    """A client (of the first `closed_by_then`) still onboarding at `at`, drawn at random."""
+    if not closed_by_then:
+        return None
+    for _ in range(64):  # rejection sampling: most draws hit, and it stays O(1) per call
+        client = past[rng.randrange(closed_by_then)]
+        if client.ready_at is None or client.ready_at > at:
+            return client.id
+    live = [p.id for p in past[:closed_by_then] if p.ready_at is None or p.ready_at > at]
+    return rng.choice(live) if live else None
+
+
+def _sqlite_value(column_type: Any) -> Callable[[Any], Any] | None:
+    """How SQLAlchemy would store a value of this type on SQLite (None: as it is)."""
+    if isinstance(column_type, UTCDateTime):
+        return lambda v: None if v is None else v.astimezone(dt.UTC).replace(
+            tzinfo=None).isoformat(" ", "microseconds")
+    if isinstance(column_type, Date):
+        return lambda v: None if v is None else v.isoformat()
+    if isinstance(column_type, JSON):
+        return lambda v: None if v is None else json.dumps(v)
+    if isinstance(column_type, Boolean):
+        return lambda v: None if v is None else int(v)
+    return None
+
+
+class _Sink:
+    """Bulk inserts with explicit ids: to the SQLite driver in its storage format, else Core."""
+
+    def __init__(self, session: Session) -> None:
+        self.conn = session.connection()
+        self.sqlite = self.conn.dialect.name == "sqlite"
+        self.counts: dict[str, int] = {}
+
+    def next_id(self, model: type[Any]) -> int:
+        return int(self.conn.scalar(select(func.coalesce(func.max(model.id), 0))) or 0) + 1
+
+    def write(self, model: type[Any], rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        table: Table = model.__table__
+        if self.sqlite:
+            columns = list(rows[0])
+            convert = [(c, _sqlite_value(table.c[c].type)) for c in columns]
+            self.conn.exec_driver_sql(
+                f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})",
+                [tuple(f(row[c]) if f else row[c] for c, f in convert) for row in rows])
         else:
-            next_action, next_due = None, None
-        onboarding_rows.append({
-            "client_name": sim.name, "segment": sim.segment, "offer": sim.offer,
-            "owner_email": sim.owner, "backup_email": sim.backup,
-            "contact_emails": f"hello@{sim.slug}.example", "stage": sim.stage,
-            "stage_entered_at": sim.stage_entered, "status": status, "next_action": next_action,
-            "next_action_due": next_due,
-            "blocker_tag": open_blockers[0]["type"] if open_blockers and status == "active"
-            else None,
-            "closed_at": sim.closed, "kickoff_at": sim.kickoff_at, "kickoff_by": sim.kickoff_by,
-            "first_milestone": sim.first_milestone or (sim.closed + dt.timedelta(days=35))
-            .astimezone(tz).date(),
-            "ready_at": sim.ready_at, "playbook_version": playbook.version, "flow_run_id": None,
-            "created_at": sim.closed, "row_version": 1})
-    ids = list(session.scalars(insert(Onboarding).returning(
-        Onboarding.id, sort_by_parameter_order=True), onboarding_rows))
-    counts: dict[str, int] = {"onboardings": len(ids)}
+            self.conn.execute(table.insert(), rows)
+        self.counts[table.name] = self.counts.get(table.name, 0) + len(rows)
 
-    blocker_rows, blocker_owner = [], []
-    for ob_id, sim in zip(ids, sims, strict=True):
-        for b in sim.rows["blockers"]:
-            blocker_rows.append({k: v for k, v in b.items() if not k.startswith("_")}
-                                | {"onboarding_id": ob_id})
-            blocker_owner.append((ob_id, sim, b))
-    blocker_ids = list(session.scalars(insert(Blocker).returning(
-        Blocker.id, sort_by_parameter_order=True), blocker_rows)) if blocker_rows else []
-    counts["blockers"] = len(blocker_ids)
-    founder = str(playbook.business.founder.email)
-    for blocker_id, (_ob_id, sim, b) in zip(blocker_ids, blocker_owner, strict=True):
-        sim.event("blocker_opened", b["opened_at"], sim.owner, blocker_id=blocker_id,
-                  type=b["type"], critical=b["critical"])
-        if b["resolved_at"] is not None:
-            sim.event("blocker_resolved", b["resolved_at"], sim.owner, blocker_id=blocker_id,
-                      type=b["type"], note=None)
-        reach = b.get("_founder_escalation")
-        if reach is not None:
-            steps = len(playbook.blockers[b["type"]].escalation)
-            sim.message(playbook.blockers[b["type"]].template,
-                        f"esc:blocker:{blocker_id}:{steps}", reach, due=None, sla=None,
-                        audience="team", lane=playbook.blockers[b["type"]].lane,
-                        recipients=founder)
-
-    tables: dict[str, tuple[type[Any], str]] = {
-        "artifacts": (Artifact, "artifacts"), "events": (Event, "events"),
-        "comms": (Communication, "communications"), "responses": (ClientResponse,
-                                                                  "client_responses"),
-        "qa": (QaReview, "qa_reviews"), "incidents": (Incident, "incidents"),
-        "packets": (Packet, "packets")}
-    for name, (model, label) in tables.items():
-        rows = []
-        for ob_id, sim in zip(ids, sims, strict=True):
-            for row in sim.rows[name]:
-                row = dict(row, onboarding_id=ob_id)
-                if name == "comms":
-                    row["idempotency_key"] = row["idempotency_key"].replace("{id}", str(ob_id))
-                    row["message_id"] = row["message_id"].replace("{id}", str(ob_id))
-                if name == "events" and "key" in row["detail"]:
-                    row["detail"] = dict(row["detail"],
-                                         key=str(row["detail"]["key"]).replace("{id}", str(ob_id)))
-                rows.append(row)
-        if name == "events":
-            rows.sort(key=lambda r: r["at"])
-        _bulk(session, model, rows)
-        counts[label] = len(rows)
-    sim_ids = {id(sim): ob_id for ob_id, sim in zip(ids, sims, strict=True)}
-    interruption_rows = [{k: v for k, v in r.items() if k != "_sim"}
-                         | {"onboarding_id": sim_ids[id(r["_sim"])] if r["_sim"] else None}
-                         for r in interruptions]
-    _bulk(session, FounderInterruption, interruption_rows)
-    counts["founder_interruptions"] = len(interruption_rows)
-    actions = _closed_actions(gen)
-    _bulk(session, CorrectiveAction, actions)
-    counts["corrective_actions"] = len(actions)
-    return SeedReport(onboardings=len(ids), active=sum(1 for s in sims if s.ready_at is None),
-                      start=gen.start, end=gen.end, rows=counts)
-
-
-def _bulk(session: Session, model: type[Any], rows: list[dict[str, Any]],
-          chunk: int = 20000) -> None:
-    for offset in range(0, len(rows), chunk):
-        session.execute(insert(model), rows[offset:offset + chunk])
+    def finish(self) -> None:
+        """Explicit ids leave PostgreSQL's sequences behind: move them past what was written."""
+        if self.conn.dialect.name != "postgresql":
+            return
+        for table in ("onboardings", "blockers"):
+            self.conn.execute(text(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))"))
 
 
 def _closed_actions(gen: _Generator) -> list[dict[str, Any]]:
