@@ -19,13 +19,18 @@ chasing, more early incidents) so every KPI threshold in the playbook has someth
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import math
+import multiprocessing
 import random
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.pool import AsyncResult
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Date, Table, func, select, text
@@ -106,6 +111,7 @@ def _poisson(rng: random.Random, lam: float) -> int:
 
 TABLES = ("artifacts", "events", "blockers", "comms", "responses", "qa", "incidents", "packets")
 CHUNK = 5000  # clients simulated and written per batch: bounds memory, keeps executemany large
+BLOCKER_ROOM = 8  # blocker ids reserved per client of a chunk (about one is used)
 
 
 class _Rows:
@@ -476,8 +482,9 @@ class _Sim(_Rows):
 class _Generator:
     def __init__(self, playbook: Playbook, *, n: int, months: int, end: dt.datetime,
                  seed: int, first_id: int, first_blocker_id: int) -> None:
-        self.playbook, self.n, self.end = playbook, n, end
-        self.first_id, self._blocker_id = first_id, first_blocker_id - 1
+        self.playbook, self.n, self.end, self.seed = playbook, n, end, seed
+        self.first_id, self.first_blocker_id = first_id, first_blocker_id
+        self._blocker_id, self._blocker_limit = first_blocker_id - 1, 0
         self.rng = random.Random(seed)
         self.calendar: BusinessCalendar = calendar_for(playbook)
         self.day = self.calendar.business_day_length
@@ -495,9 +502,21 @@ class _Generator:
                                      dt.time(), tzinfo=tz)
         self.patch_end = monday.astimezone(dt.UTC)
         self.patch_start = self.patch_end - dt.timedelta(days=21)
+        self.closed = self.closings()
+
+    def for_chunk(self, index: int) -> _Generator:
+        """This generator for one chunk: its own random stream and its own range of blocker
+        ids (so chunks can be simulated apart; the ranges leave gaps between chunks)."""
+        chunk = copy.copy(self)
+        chunk.rng = random.Random(self.seed * 1_000_003 + index + 1)
+        chunk._blocker_id = self.first_blocker_id + index * CHUNK * BLOCKER_ROOM - 1
+        chunk._blocker_limit = chunk._blocker_id + CHUNK * BLOCKER_ROOM
+        return chunk
 
     def next_blocker_id(self) -> int:
         self._blocker_id += 1
+        if self._blocker_id > self._blocker_limit:
+            raise RuntimeError("more blockers in one chunk than BLOCKER_ROOM allows")
         return self._blocker_id
 
     def in_patch(self, at: dt.datetime, weeks: int = 3) -> bool:
@@ -520,32 +539,30 @@ class _Generator:
 
 
 def generate_history(session: Session, playbook: Playbook, *, n: int = 300, months: int = 6,
-                     end: dt.datetime, seed: int = 7) -> SeedReport:
-    """Write a deterministic history of `n` onboardings over `months` months ending at `end`."""
+                     end: dt.datetime, seed: int = 7, processes: int = 1) -> SeedReport:
+    """Write a deterministic history of `n` onboardings over `months` months ending at `end`.
+
+    `processes` > 1 simulates chunks in that many forked workers while this process writes;
+    each chunk has its own random stream, so the history is the same whatever the count.
+    """
     if end.tzinfo is None:
         raise ValueError(f"end {end.isoformat()} must be timezone-aware")
     sink = _Sink(session)
     gen = _Generator(playbook, n=n, months=months, end=end.astimezone(dt.UTC), seed=seed,
                      first_id=sink.next_id(Onboarding), first_blocker_id=sink.next_id(Blocker))
     past: list[_Past] = []
-    batch: list[_Sim] = []
-    for index, closed in enumerate(gen.closings()):
-        sim = _Sim(gen, index, closed)
-        sim.run()
-        sim.client_voice()
-        sim.after_handoff()
-        past.append(_Past(sim.id, sim.closed, sim.ready_at))
-        batch.append(sim)
-        if len(batch) == CHUNK:
-            _flush(sink, batch)
-            batch = []
-    _flush(sink, batch)
-    _flush(sink, _rough_patch(gen, past))
-    sink.write(FounderInterruption, _interruptions(gen, past))
+    for chunk in _simulated_chunks(gen, sink.sqlite, processes):
+        for prepared in chunk.tables:
+            sink.insert(prepared)
+        past.extend(chunk.past)
+    for prepared in _prepare_batch(_rough_patch(gen, past), sink.sqlite):
+        sink.insert(prepared)
+    sink.insert(_prepare(FounderInterruption, _interruptions(gen, past), sink.sqlite))
     actions = _closed_actions(gen)
     known = set(session.scalars(select(CorrectiveAction.source_key).where(
         CorrectiveAction.source_key.in_([a["source_key"] for a in actions]))))
-    sink.write(CorrectiveAction, [a for a in actions if a["source_key"] not in known])
+    sink.insert(_prepare(CorrectiveAction, [a for a in actions if a["source_key"] not in known],
+                         sink.sqlite))
     sink.finish()
     return SeedReport(onboardings=n, active=sum(1 for p in past if p.ready_at is None),
                       start=gen.start, end=gen.end, rows=sink.counts)
@@ -565,14 +582,75 @@ MODELS: dict[str, type[Any]] = {
     "responses": ClientResponse, "qa": QaReview, "incidents": Incident, "packets": Packet}
 
 
-def _flush(sink: _Sink, batch: Sequence[_Rows]) -> None:
-    """One executemany per table for a batch of clients (onboardings first, for the keys)."""
-    sink.write(Onboarding, [r.onboarding_row() for r in batch if isinstance(r, _Sim)])
+@dataclass
+class _Prepared:
+    """Rows for one table, ready for the driver (tuples on SQLite, dicts for Core)."""
+
+    model: type[Any]
+    columns: list[str]
+    values: list[Any]
+
+
+@dataclass
+class _Chunk:
+    past: list[_Past]
+    tables: list[_Prepared]
+
+
+def _simulate_chunk(gen: _Generator, index: int, sqlite: bool) -> _Chunk:
+    """Clients [index * CHUNK, (index + 1) * CHUNK): simulated, their rows prepared."""
+    gen = gen.for_chunk(index)
+    sims = []
+    for position in range(index * CHUNK, min((index + 1) * CHUNK, gen.n)):
+        sim = _Sim(gen, position, gen.closed[position])
+        sim.run()
+        sim.client_voice()
+        sim.after_handoff()
+        sims.append(sim)
+    return _Chunk(past=[_Past(s.id, s.closed, s.ready_at) for s in sims],
+                  tables=_prepare_batch(sims, sqlite))
+
+
+_FORKED: _Generator | None = None  # the generator a forked worker inherits
+
+
+def _simulate_forked(index: int, sqlite: bool) -> _Chunk:
+    assert _FORKED is not None
+    return _simulate_chunk(_FORKED, index, sqlite)
+
+
+def _simulated_chunks(gen: _Generator, sqlite: bool, processes: int) -> Iterator[_Chunk]:
+    """Chunks in order; with processes > 1, simulated ahead by forked workers."""
+    count = -(-gen.n // CHUNK)
+    if processes <= 1 or count <= 1:
+        for index in range(count):
+            yield _simulate_chunk(gen, index, sqlite)
+        return
+    global _FORKED
+    _FORKED = gen
+    try:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            ahead: deque[AsyncResult[_Chunk]] = deque()
+            for index in range(count):
+                ahead.append(pool.apply_async(_simulate_forked, (index, sqlite)))
+                if len(ahead) > processes:  # bounded: finished chunks wait in memory
+                    yield ahead.popleft().get()
+            while ahead:
+                yield ahead.popleft().get()
+    finally:
+        _FORKED = None
+
+
+def _prepare_batch(batch: Sequence[_Rows], sqlite: bool) -> list[_Prepared]:
+    """One insert per table for a batch of clients (onboardings first, for the keys)."""
+    out = [_prepare(Onboarding, [r.onboarding_row() for r in batch if isinstance(r, _Sim)],
+                    sqlite)]
     for name, model in MODELS.items():
         rows = [row for r in batch for row in r.rows[name]]
         if name == "events":
             rows.sort(key=lambda row: row["at"])  # each client's log reads in time order
-        sink.write(model, rows)
+        out.append(_prepare(model, rows, sqlite))
+    return out
 
 
 def _rough_patch(gen: _Generator, past: list[_Past]) -> list[_Rows]:
@@ -633,11 +711,19 @@ def _live_client(rng: random.Random, past: list[_Past], closed_by_then: int,
     return rng.choice(live) if live else None
 
 
+def _sqlite_datetime(value: dt.datetime | None) -> str | None:
+    """UTCDateTime on SQLite: naive UTC text, 'YYYY-MM-DD HH:MM:SS.ffffff'."""
+    if value is None:
+        return None
+    if value.tzinfo is not dt.UTC:
+        value = value.astimezone(dt.UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # drop the '+00:00'
+
+
 def _sqlite_value(column_type: Any) -> Callable[[Any], Any] | None:
     """How SQLAlchemy would store a value of this type on SQLite (None: as it is)."""
     if isinstance(column_type, UTCDateTime):
-        return lambda v: None if v is None else v.astimezone(dt.UTC).replace(
-            tzinfo=None).isoformat(" ", "microseconds")
+        return _sqlite_datetime
     if isinstance(column_type, Date):
         return lambda v: None if v is None else v.isoformat()
     if isinstance(column_type, JSON):
@@ -645,6 +731,24 @@ def _sqlite_value(column_type: Any) -> Callable[[Any], Any] | None:
     if isinstance(column_type, Boolean):
         return lambda v: None if v is None else int(v)
     return None
+
+
+def _prepare(model: type[Any], rows: list[dict[str, Any]], sqlite: bool) -> _Prepared:
+    """SQLite: tuples already in its storage format; elsewhere the dicts, for Core."""
+    columns = list(rows[0]) if rows else []
+    if not (sqlite and rows):
+        return _Prepared(model, columns, rows)
+    table: Table = model.__table__
+    get = itemgetter(*columns)
+    convert = [(i, f) for i, c in enumerate(columns)
+               if (f := _sqlite_value(table.c[c].type)) is not None]
+    values = []
+    for row in rows:
+        value = list(get(row))
+        for i, f in convert:
+            value[i] = f(value[i])
+        values.append(tuple(value))
+    return _Prepared(model, columns, values)
 
 
 class _Sink:
@@ -658,20 +762,17 @@ class _Sink:
     def next_id(self, model: type[Any]) -> int:
         return int(self.conn.scalar(select(func.coalesce(func.max(model.id), 0))) or 0) + 1
 
-    def write(self, model: type[Any], rows: list[dict[str, Any]]) -> None:
-        if not rows:
+    def insert(self, prepared: _Prepared) -> None:
+        if not prepared.values:
             return
-        table: Table = model.__table__
+        table: Table = prepared.model.__table__
         if self.sqlite:
-            columns = list(rows[0])
-            convert = [(c, _sqlite_value(table.c[c].type)) for c in columns]
             self.conn.exec_driver_sql(
-                f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                f"VALUES ({', '.join('?' * len(columns))})",
-                [tuple(f(row[c]) if f else row[c] for c, f in convert) for row in rows])
+                f"INSERT INTO {table.name} ({', '.join(prepared.columns)}) "
+                f"VALUES ({', '.join('?' * len(prepared.columns))})", prepared.values)
         else:
-            self.conn.execute(table.insert(), rows)
-        self.counts[table.name] = self.counts.get(table.name, 0) + len(rows)
+            self.conn.execute(table.insert(), prepared.values)
+        self.counts[table.name] = self.counts.get(table.name, 0) + len(prepared.values)
 
     def finish(self) -> None:
         """Explicit ids leave PostgreSQL's sequences behind: move them past what was written."""

@@ -185,7 +185,7 @@ def seed_worker(n: int, target: Path) -> dict[str, Any]:
     upgrade(url)
     with session_factory(url)() as session, session.begin():
         report = generate_history(session, get_playbook(), n=n, months=SEED_MONTHS,
-                                  end=SEED_END)
+                                  end=SEED_END, processes=os.cpu_count() or 1)
     dispose_all()
     checkpoint(partial)
     partial.replace(target)

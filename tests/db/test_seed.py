@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Base, Blocker, Event, Onboarding, UTCDateTime
 from db.playbook import Playbook
-from db.session import get_engine, session_factory
+from db.session import get_engine, session_factory, upgrade
 from tasks import records
 from tasks.seed import generate_history
 
@@ -88,3 +89,22 @@ def test_seeding_continues_ids_and_the_app_can_write_after_it(session: Session,
         assert len(log) > 500
         for (a_ob, _a_id, a_at), (b_ob, _b_id, b_at) in zip(log, log[1:], strict=False):
             assert a_ob != b_ob or a_at <= b_at
+
+
+def test_forked_workers_write_the_same_history(home: Path, playbook: Playbook,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks have their own random streams, so two workers write what one process does."""
+    import tasks.seed
+
+    monkeypatch.setattr(tasks.seed, "CHUNK", 25)
+    histories = []
+    for processes in (1, 2):
+        url = f"sqlite:///{home / f'seed-{processes}.db'}"
+        upgrade(url)
+        with session_factory(url)() as session, session.begin():
+            report = generate_history(session, playbook, n=80, months=3, end=END, seed=5,
+                                      processes=processes)
+        assert report.onboardings == 80
+        histories.append(_history(url))
+    assert sum(len(rows) for rows in histories[0].values()) > 2000
+    assert histories[0] == histories[1]
