@@ -136,11 +136,13 @@ def machine() -> str:
 
 
 def child_json(*args: str, env: dict[str, str] | None = None, timeout: float = 1200) -> Any:
-    """Run `python -m tests.bench ARGS` and return the JSON it prints last."""
-    result = subprocess.run([PY, "-m", "tests.bench", *args], cwd=ROOT, capture_output=True,
+    """Run `python -m tests.bench ARGS` and return the JSON it prints last (its log and
+    errors go straight to this process's stderr, so progress shows as it happens)."""
+    result = subprocess.run([PY, "-m", "tests.bench", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             text=True, env=env or os.environ.copy(), timeout=timeout)
     if result.returncode != 0:
-        raise RuntimeError(f"bench {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+        raise RuntimeError(f"bench {' '.join(args)} failed (exit {result.returncode}; its "
+                           "traceback is above)")
     for line in reversed(result.stdout.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
@@ -414,25 +416,6 @@ def sweeps_worker(n: int, source: Path, repeats: int) -> dict[str, Any]:
     same_due_set = True
     for attempt in range(repeats):
         hour = SEED_END + dt.timedelta(hours=attempt)
-        if attempt == 0:
-            # Peak Python memory of each (tracemalloc), on an untimed pass.
-            import tracemalloc
-
-            raw = engine.raw_connection()
-            tracemalloc.start()
-            floor_sweep(raw.dbapi_connection, playbook, hour, messages=True)
-            floor_sweep(raw.dbapi_connection, playbook, hour, messages=False)
-            result["floor_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
-            raw.close()
-            tracemalloc.reset_peak()
-            base = tracemalloc.get_traced_memory()[0]
-            with factory() as session:
-                session.begin()
-                sweeps.queue_due(session, playbook, hour, messages=True, escalations=False)
-                sweeps.queue_due(session, playbook, hour, messages=False, escalations=True)
-                session.rollback()
-            result["sweep_peak_mib"] = (tracemalloc.get_traced_memory()[1] - base) / 2**20
-            tracemalloc.stop()
         # -- the floor: one statement per sweep + the same rules and rendering
         raw = engine.raw_connection()
         with PeakRss() as floor_mem:
@@ -491,12 +474,44 @@ def sweeps_worker(n: int, source: Path, repeats: int) -> dict[str, Any]:
     return result
 
 
+def peak_worker(kind: str, source: Path) -> dict[str, Any]:
+    """Peak RSS of one floor or queue-phase pass (both sweeps), in a fresh process, above its
+    baseline once imported and connected; the queue phase is rolled back."""
+    os.environ["HANDOFF_HOME"] = str(OUT / "work" / "peak-home")
+    import tasks.comms  # noqa: F401  (imported before the baseline, as the queue phase has)
+    import tasks.render  # noqa: F401
+    import tasks.sweeps as sweeps
+    from db.playbook import get_playbook
+    from db.session import get_engine, session_factory
+
+    playbook = get_playbook()
+    url = f"sqlite:///{source}"
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM communications").scalar()
+    with PeakRss() as mem:
+        if kind == "floor":
+            raw = engine.raw_connection()
+            floor_sweep(raw.dbapi_connection, playbook, SEED_END, messages=True)
+            floor_sweep(raw.dbapi_connection, playbook, SEED_END, messages=False)
+            raw.close()
+        else:
+            with session_factory(url)() as session:
+                session.begin()
+                sweeps.queue_due(session, playbook, SEED_END, messages=True, escalations=False)
+                sweeps.queue_due(session, playbook, SEED_END, messages=False, escalations=True)
+                session.rollback()
+    return {"peak_mib": mem.delta_mib}
+
+
 def bench_sweeps(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"sizes": []}
     for n in SWEEP_SIZES[:2] if quick else SWEEP_SIZES:
         path, prepared = caught_up_db(n)
         log(f"sweeps at {n:,} onboardings")
         size = child_json("_sweeps", str(n), str(path), str(2 if quick else REPEATS[n]))
+        for kind in ("floor", "queue"):
+            size[f"{kind}_peak_mib"] = child_json("_peak", kind, str(path))["peak_mib"]
         out["sizes"].append({**size, **prepared})
     return out
 
@@ -732,7 +747,7 @@ def bench_waiting(clients: int, naive: int, resumes: int) -> dict[str, Any]:
     home = OUT / "waiting"
     result: dict[str, Any] = {"clients": clients, "naive_clients": naive, "resumed": resumes}
     with prefect_stack(home) as (api, env, runner):
-        time.sleep(5)
+        time.sleep(3)  # let the runner settle before its idle reading
         result["runner_idle"] = dict(zip(("processes", "rss_mib"), _tree(runner.pid),
                                          strict=True))
         log(f"waiting: starting {clients} onboardings")
@@ -751,7 +766,7 @@ def bench_waiting(clients: int, naive: int, resumes: int) -> dict[str, Any]:
             _wait("every run suspended", all_suspended, timeout=60 + clients * 6), 1)
         log(f"waiting: {clients} suspended after {time.monotonic() - started:.0f}s")
         _wait("runner children to exit", lambda: _tree(runner.pid)[0] == 0, timeout=60)
-        time.sleep(5)
+        time.sleep(3)
         held = _tree(runner.pid)
         result["runner_while_waiting"] = {"processes": held[0], "rss_mib": held[1]}
         result["runner_peak_while_starting"] = {"processes": peak[0], "rss_mib": peak[1]}
@@ -815,7 +830,7 @@ def bench_waiting(clients: int, naive: int, resumes: int) -> dict[str, Any]:
                                timeout=0, as_subflow=False)
             _wait("every naive run polling",
                   lambda: _count_runs(api, "Running") >= naive, timeout=60 + naive * 8)
-            time.sleep(10)
+            time.sleep(2 * NAIVE_POLL_SECONDS)  # every naive run has polled
             procs, rss = _tree(naive_proc.pid)
             result["naive_while_waiting"] = {"processes": procs, "rss_mib": rss}
         finally:
@@ -983,7 +998,7 @@ def table(results: dict[str, Any]) -> str:
                   "the hourly sweep after a one-off catch-up over the seeded history", "",
                   "| onboardings | active | due msgs+escs | floor s | queue phase s | sweep s "
                   "(queue+send) | queue/floor | sweep/floor | statements: floor / queue / "
-                  "deliver | peak MiB (tracemalloc) floor / queue phase | same due set | one-off "
+                  "deliver | peak RSS MiB, fresh process: floor / queue phase | same due set | one-off "
                   "catch-up |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in results["sweeps"]["sizes"]:
@@ -994,7 +1009,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{_fmt(s['sweep_s'])} | {_fmt(s['queue_s'] / s['floor_s'], 1)}× | "
                 f"{_fmt(s['sweep_s'] / s['floor_s'], 1)}× | {st['floor']} / "
                 f"{st['sweep_queue']} / {st['sweep_deliver']} | "
-                f"{s['floor_peak_mib']:.0f} / {s['sweep_peak_mib']:.0f} | "
+                f"{s['floor_peak_mib']:.0f} / {s['queue_peak_mib']:.0f} | "
                 f"{'yes' if s['same_due_set'] else 'NO'} | {s['catch_up_queued']:,} queued in "
                 f"{s['catch_up_s']:.0f} s |")
         lines.append("")
@@ -1112,6 +1127,8 @@ def internal(argv: list[str]) -> int:
         result = catch_up_worker(Path(rest[0]), Path(rest[1]))
     elif command == "_sweeps":
         result = sweeps_worker(int(rest[0]), Path(rest[1]), int(rest[2]))
+    elif command == "_peak":
+        result = peak_worker(rest[0], Path(rest[1]))
     elif command == "_kpis":
         result = kpis_worker(Path(rest[0]), int(rest[1]))
     elif command == "_naive-runner":
