@@ -9,15 +9,17 @@ so each KPI can be tested on a small frame built by hand. Durations are in busin
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import String, select, type_coerce
+from sqlalchemy import Integer, Numeric, String, select, type_coerce
 from sqlalchemy.engine import Connection
 
 from db.models import (
@@ -117,45 +119,108 @@ class Frames:
         return replace(self, **out)
 
 
-DATETIME_COLUMNS = ("stage_entered_at", "closed_at", "kickoff_at", "ready_at", "recorded_at",
-                    "at", "opened_at", "resolved_at", "created_at", "due_at", "sent_at",
-                    "closed_at", "next_action_due")
+CHUNK_ROWS = 50_000
 
 
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Aware UTC datetimes whatever the driver returned (SQLite hands back strings or naive)."""
-    for column in frame.columns:
-        if column in DATETIME_COLUMNS:
-            frame[column] = pd.to_datetime(frame[column], utc=True, format="mixed")
-    return frame
+def _shared_strings(values: pd.Series) -> pd.Series:
+    """The same strings, each distinct value one shared object.
+
+    The driver makes a new str per cell; a million-row column of a dozen templates then costs
+    ~60 bytes a row instead of one pointer. Missing values are kept as the driver gave them.
+    """
+    raw = values.to_numpy()
+    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    if not len(uniques) or len(uniques) * 2 > len(raw):
+        return values  # all missing, or mostly distinct (names, e-mails): nothing to share
+    out = uniques.take(codes)
+    missing = codes < 0
+    out[missing] = raw[missing]
+    return pd.Series(out, index=values.index, name=values.name, dtype=object)
+
+
+def _compact(chunk: pd.DataFrame, instants: set[str]) -> pd.DataFrame:
+    """One fetched chunk with typed datetimes and shared strings."""
+    for column in chunk.columns:
+        if column in instants:
+            # SQLite hands back 'YYYY-MM-DD HH:MM:SS.ffffff' strings, PostgreSQL aware datetimes.
+            chunk[column] = pd.to_datetime(chunk[column], utc=True, format="ISO8601")
+        elif chunk[column].dtype == object:
+            chunk[column] = _shared_strings(chunk[column])
+    return chunk
+
+
+def _concat(chunks: list[pd.DataFrame], numbers: set[str]) -> pd.DataFrame:
+    """The chunks as one frame, in the dtypes one read of the whole table gives.
+
+    A nullable number column is float wherever a chunk had a NULL, but object in a chunk that
+    was all NULL; concatenated as is, the whole column would turn object.
+    """
+    if len(chunks) == 1:
+        return chunks[0]
+    for column in numbers:
+        if any(chunk[column].dtype != object for chunk in chunks):
+            for chunk in chunks:
+                if chunk[column].dtype == object:
+                    chunk[column] = chunk[column].astype("float64")
+    return pd.concat(chunks, ignore_index=True)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while rows are fetched.
+
+    A fetch creates millions of short-lived row tuples; whenever enough of them survive, the
+    collector walks the whole heap again, which doubled the load time. Rows hold no reference
+    cycles, so pausing only defers the collector's next pass.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _read(con: Connection, stmt: Any) -> pd.DataFrame:
-    # Datetimes come back as the driver gives them and are converted by pandas in one
-    # vectorised pass; the ORM type would convert them one value at a time.
+    """Read in chunks, each made compact before the next is fetched.
+
+    Datetimes come back as the driver gives them and are converted by pandas in one
+    vectorised pass per chunk; the ORM type would convert them one value at a time. Fetching
+    everything first would hold every row as Python objects at once (gigabytes at 100k
+    clients).
+    """
+    instants = {c.key for c in stmt.selected_columns if isinstance(c.type, UTCDateTime)}
+    numbers = {c.key for c in stmt.selected_columns if isinstance(c.type, (Integer, Numeric))}
     raw = stmt.with_only_columns(*[
-        type_coerce(c, String()).label(c.key) if isinstance(c.type, UTCDateTime) else c
+        type_coerce(c, String()).label(c.key) if c.key in instants else c
         for c in stmt.selected_columns])
-    return _typed(pd.read_sql(raw, con))
+    with _collector_paused():
+        return _concat([_compact(chunk, instants)
+                        for chunk in pd.read_sql(raw, con, chunksize=CHUNK_ROWS)], numbers)
 
 
 def load_frames(con: Connection, as_of: dt.datetime) -> Frames:
-    """One query per table, set-based: everything the KPIs need up to `as_of`."""
+    """One query per table, set-based: everything the KPIs need up to `as_of`.
+
+    Only the columns something reads are loaded (not an onboarding's backup e-mail, an
+    artifact's stage, a message's due and creation times, a QA failure's reason).
+    """
     ob = Onboarding
     onboardings = _read(con, select(
-        ob.id, ob.client_name, ob.segment, ob.offer, ob.owner_email, ob.backup_email, ob.stage,
+        ob.id, ob.client_name, ob.segment, ob.offer, ob.owner_email, ob.stage,
         ob.stage_entered_at, ob.status, ob.closed_at, ob.kickoff_at, ob.kickoff_by,
         ob.first_milestone, ob.ready_at, ob.next_action_due, ob.playbook_version,
     ).where(ob.closed_at <= as_of).order_by(ob.id))
-    artifacts = _read(con, select(Artifact.onboarding_id, Artifact.key, Artifact.stage,
-                                  Artifact.recorded_at).where(Artifact.recorded_at <= as_of))
-    events = _read(con, select(Event.onboarding_id, Event.at, Event.kind, Event.detail)
-                   .where(Event.kind.in_(EVENT_KINDS), Event.at <= as_of,
-                          Event.onboarding_id.is_not(None)))
-    details = events["detail"].map(lambda d: d if isinstance(d, dict) else {})
-    events["from_stage"] = details.map(lambda d: d.get("from_stage"))
-    events["to_stage"] = details.map(lambda d: d.get("to_stage"))
-    events = events.drop(columns=["detail"])
+    artifacts = _read(con, select(Artifact.onboarding_id, Artifact.key, Artifact.recorded_at)
+                      .where(Artifact.recorded_at <= as_of))
+    # The two stages are extracted by the database: decoding a million JSON documents in
+    # Python would cost more than the rest of the load.
+    events = _read(con, select(
+        Event.onboarding_id, Event.at, Event.kind,
+        Event.detail["from_stage"].as_string().label("from_stage"),
+        Event.detail["to_stage"].as_string().label("to_stage"),
+    ).where(Event.kind.in_(EVENT_KINDS), Event.at <= as_of, Event.onboarding_id.is_not(None)))
     moves = events[events["kind"].isin(("stage_transition", "ready_to_deliver"))]
     moves = moves.assign(to_stage=moves["to_stage"].where(moves["kind"] == "stage_transition",
                                                           "ready"))
@@ -166,14 +231,13 @@ def load_frames(con: Connection, as_of: dt.datetime) -> Frames:
     comms = _read(con, select(
         Communication.onboarding_id, Communication.template, Communication.lane,
         Communication.audience, Communication.recipients, Communication.status,
-        Communication.sla_key, Communication.due_at, Communication.sent_at,
-        Communication.late_business_minutes, Communication.created_at,
+        Communication.sla_key, Communication.sent_at, Communication.late_business_minutes,
     ).where(Communication.created_at <= as_of))
     responses = _read(con, select(ClientResponse.onboarding_id, ClientResponse.kind,
                                   ClientResponse.template, ClientResponse.at)
                       .where(ClientResponse.at <= as_of))
-    qa = _read(con, select(QaReview.onboarding_id, QaReview.passed, QaReview.stage, QaReview.at,
-                           QaReview.reason).where(QaReview.at <= as_of))
+    qa = _read(con, select(QaReview.onboarding_id, QaReview.passed, QaReview.stage, QaReview.at)
+               .where(QaReview.at <= as_of))
     incidents = _read(con, select(Incident.onboarding_id, Incident.severity, Incident.at)
                       .where(Incident.at <= as_of))
     interruptions = _read(con, select(
@@ -445,11 +509,17 @@ def checklist_completion_rate(onboardings: pd.DataFrame, artifacts: pd.DataFrame
     required = int(through[due_through.to_numpy() + 1].sum())
     if not required:
         return math.nan
-    recorded = artifacts[(artifacts["recorded_at"] < end)
-                         & artifacts["onboarding_id"].isin(clients["id"])]
-    recorded = recorded.merge(items[["key", "stage_index"]], on="key")
+    recorded = with_item_stages(artifacts[artifacts["recorded_at"] < end], items)
+    # Artifacts of other clients map to NaN, which no stage index is <= to.
     done = int((recorded["stage_index"] <= recorded["onboarding_id"].map(due_through)).sum())
     return done / required
+
+
+def with_item_stages(artifacts: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """Artifacts of required items, with their stage's index (joined once per context)."""
+    if "stage_index" in artifacts.columns:
+        return artifacts
+    return artifacts.merge(items[["key", "stage_index"]], on="key")
 
 
 def missing_at_handoff_qa(onboardings: pd.DataFrame, artifacts: pd.DataFrame,
@@ -467,15 +537,16 @@ def missing_at_handoff_qa(onboardings: pd.DataFrame, artifacts: pd.DataFrame,
     first = checks.groupby("onboarding_id")["at"].min()
     moments = handed.set_index("id")["ready_at"].copy()
     moments.update(first)
-    rows = []
+    if moments.empty or not handoff_items:
+        return pd.DataFrame(columns=["onboarding_id", "key", "missing"])
+    # One row per client and handoff item, clients in order, items in playbook order.
+    grid = pd.DataFrame({"onboarding_id": moments.index.repeat(len(handoff_items)),
+                         "key": handoff_items * len(moments)})
     have = artifacts[artifacts["onboarding_id"].isin(handed["id"])]
-    recorded_at = have.set_index(["onboarding_id", "key"])["recorded_at"]
-    for ob_id, moment in moments.items():
-        for key in handoff_items:
-            when = recorded_at.get((ob_id, key))
-            rows.append({"onboarding_id": ob_id, "key": key,
-                         "missing": when is None or pd.isna(when) or when > moment})
-    return pd.DataFrame(rows, columns=["onboarding_id", "key", "missing"])
+    when = grid.merge(have[["onboarding_id", "key", "recorded_at"]],
+                      on=["onboarding_id", "key"], how="left")["recorded_at"]
+    moment = moments.repeat(len(handoff_items)).reset_index(drop=True)
+    return grid.assign(missing=when.isna() | (when > moment))
 
 
 def missing_artifact_rate(missing: pd.DataFrame) -> float:
@@ -630,8 +701,34 @@ RED_FLAG_LABELS = {
 
 
 @dataclass(frozen=True)
+class Timeline:
+    """The rows of a frame that have an instant, sorted by it: a period is two binary searches.
+
+    The memo asks for some twenty periods; scanning a million rows for each would cost more
+    than loading them.
+    """
+
+    frame: pd.DataFrame
+    column: str
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, column: str) -> Timeline:
+        """Sort once (stable, so rows keep their load order among equal instants)."""
+        return cls(frame[frame[column].notna()].sort_values(column, kind="stable"), column)
+
+    def window(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """The rows with start <= instant < end, the ones `_in` keeps."""
+        first, stop = self.frame[self.column].searchsorted([start, end], side="left")
+        return self.frame.iloc[first:stop]
+
+
+@dataclass(frozen=True)
 class Context:
-    """Frames prepared once for many periods: durations, stage stays, the item list."""
+    """Frames prepared once for many periods: durations, stage stays, the item list.
+
+    The views below are derived from `frames` on first use, so a context for a subset of
+    clients (`dataclasses.replace` with other frames) derives its own.
+    """
 
     frames: Frames
     calendar: BusinessCalendar
@@ -639,6 +736,64 @@ class Context:
     stays: pd.DataFrame
     cadence_days: float
     stage_slas: dict[int, tuple[float, TimeUnit]]
+
+    @cached_property
+    def handed(self) -> Timeline:
+        """Onboardings by handoff instant."""
+        return Timeline.of(self.frames.onboardings, "ready_at")
+
+    @cached_property
+    def kickoffs(self) -> Timeline:
+        """Onboardings by kickoff instant."""
+        return Timeline.of(self.frames.onboardings, "kickoff_at")
+
+    @cached_property
+    def sla_sent(self) -> Timeline:
+        """SLA-bound messages sent, by sending instant (only what adherence reads)."""
+        comms = self.frames.communications
+        sent = comms["sla_key"].notna() & (comms["status"] == "sent")
+        return Timeline.of(comms.loc[sent, ["sla_key", "status", "sent_at",
+                                            "late_business_minutes"]], "sent_at")
+
+    @cached_property
+    def followups(self) -> Timeline:
+        """Client status requests, by instant."""
+        responses = self.frames.responses
+        return Timeline.of(responses[responses["kind"] == "followup_request"], "at")
+
+    @cached_property
+    def incidents(self) -> Timeline:
+        """Incidents, by instant."""
+        return Timeline.of(self.frames.incidents, "at")
+
+    @cached_property
+    def interruptions(self) -> Timeline:
+        """Founder interruptions, by instant."""
+        return Timeline.of(self.frames.interruptions, "at")
+
+    @cached_property
+    def failed_qa(self) -> pd.DataFrame:
+        """QA checks that failed (the only ones rework counts)."""
+        qa = self.frames.qa_reviews
+        return qa[~qa["passed"].astype(bool)]
+
+    @cached_property
+    def handoff_qa(self) -> pd.DataFrame:
+        """QA checks of the handoff stage (the only ones missing artifacts are judged at)."""
+        qa = self.frames.qa_reviews
+        return qa[qa["stage"] == STAGE_ORDER[-1]]
+
+    @cached_property
+    def item_artifacts(self) -> pd.DataFrame:
+        """Artifacts of required items with their stage index (the checklist's join)."""
+        return with_item_stages(self.frames.artifacts, self.items)
+
+    @cached_property
+    def handoff_artifacts(self) -> pd.DataFrame:
+        """Artifacts of the handoff stage's items."""
+        keys = self.items.loc[self.items["stage"] == STAGE_ORDER[-1], "key"]
+        artifacts = self.frames.artifacts
+        return artifacts[artifacts["key"].isin(keys)]
 
 
 def prepare(frames: Frames, playbook: Playbook, calendar: BusinessCalendar) -> Context:
@@ -655,24 +810,33 @@ def prepare(frames: Frames, playbook: Playbook, calendar: BusinessCalendar) -> C
 
 def compute_kpis(ctx: Context, start: dt.datetime | pd.Timestamp,
                  end: dt.datetime | pd.Timestamp) -> dict[str, float]:
-    """Every headline KPI for the period [start, end)."""
+    """Every headline KPI for the period [start, end).
+
+    Each KPI function gets only the rows it could count (the period's window of a timeline,
+    the failed checks...); it filters them again as it would the whole frame.
+    """
     s, e = _ts(start), _ts(end)
     f = ctx.frames
-    missing = missing_at_handoff_qa(f.onboardings, f.artifacts, f.qa_reviews, ctx.items, s, e)
+    handed = ctx.handed.window(s, e)
+    interruptions = ctx.interruptions.window(s, e)
+    missing = missing_at_handoff_qa(handed, ctx.handoff_artifacts, ctx.handoff_qa, ctx.items,
+                                    s, e)
     return {
-        "median_close_to_kickoff_days": median_close_to_kickoff(f.onboardings, s, e),
-        "median_kickoff_to_ready_days": median_kickoff_to_ready(f.onboardings, s, e),
+        "median_close_to_kickoff_days": median_close_to_kickoff(ctx.kickoffs.window(s, e), s, e),
+        "median_kickoff_to_ready_days": median_kickoff_to_ready(handed, s, e),
         "checklist_completion_rate": checklist_completion_rate(
-            f.onboardings, f.artifacts, f.transitions, ctx.items, ctx.stage_slas, ctx.calendar,
-            s, e),
+            f.onboardings, ctx.item_artifacts, f.transitions, ctx.items, ctx.stage_slas,
+            ctx.calendar, s, e),
         "missing_artifact_rate": missing_artifact_rate(missing),
-        "sla_adherence": sla_adherence(f.communications, s, e),
-        "repeat_followup_requests": float(repeat_followup_requests(f.responses, s, e)),
-        "handoff_rework_rate": handoff_rework_rate(f.onboardings, f.qa_reviews, s, e),
-        "first_30_day_incidents": float(first_30_day_incidents(f.onboardings, f.incidents, s, e)),
-        "founder_interruptions_per_week": interruptions_per_week(f.interruptions, s, e),
-        "avoidable_interruption_share": avoidable_share(f.interruptions, s, e),
-        "handoffs": float(_in(f.onboardings["ready_at"], s, e).sum()),
+        "sla_adherence": sla_adherence(ctx.sla_sent.window(s, e), s, e),
+        "repeat_followup_requests": float(repeat_followup_requests(
+            ctx.followups.window(s, e), s, e)),
+        "handoff_rework_rate": handoff_rework_rate(handed, ctx.failed_qa, s, e),
+        "first_30_day_incidents": float(first_30_day_incidents(
+            f.onboardings, ctx.incidents.window(s, e), s, e)),
+        "founder_interruptions_per_week": interruptions_per_week(interruptions, s, e),
+        "avoidable_interruption_share": avoidable_share(interruptions, s, e),
+        "handoffs": float(len(handed)),
     }
 
 

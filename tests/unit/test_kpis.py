@@ -314,3 +314,22 @@ def test_vectorised_business_add_matches_the_exact_calendar(hours: float) -> Non
     for i, start in enumerate(stamps):
         exact = calendar.add_business_time(start.to_pydatetime(), dt.timedelta(hours=hours))
         assert got.iloc[i] == pd.Timestamp(exact), (start, hours)
+
+
+def test_loaded_strings_are_shared_and_missing_values_kept() -> None:
+    values = pd.Series(["sent", None, "queued", "sent", "sent", "queued"], dtype=object)
+    shared = kpis._shared_strings(values)
+    assert shared.tolist() == values.tolist()
+    assert shared.iloc[0] is shared.iloc[3]
+    nothing = pd.Series([None, None], dtype=object)
+    assert kpis._shared_strings(nothing).tolist() == [None, None]
+
+
+def test_chunks_concatenate_to_the_dtypes_of_one_read() -> None:
+    """A nullable number column stays float when one chunk happened to be all NULL."""
+    chunks = [pd.DataFrame({"late": [3.0, math.nan], "note": ["a", None]}),
+              pd.DataFrame({"late": pd.Series([None, None], dtype=object),
+                            "note": pd.Series([None, None], dtype=object)})]
+    whole = kpis._concat(chunks, {"late"})
+    assert whole["late"].dtype == "float64"
+    assert whole["note"].tolist() == ["a", None, None, None]
