@@ -7,10 +7,13 @@ key and business minutes late, client replies and follow-ups, founder interrupti
 incidents and a few corrective actions already closed.
 
 Clients are simulated and written in chunks (`CHUNK` at a time, one executemany per table per
-chunk), so memory stays flat whatever N is; ids are allocated up front so message keys and
+chunk), so memory stays flat whatever N is. Each chunk has its own random stream and its own
+range of ids, so chunks can be simulated in forked workers while this process writes, and the
+history is the same for any number of workers. Ids are allocated up front, so message keys and
 blocker escalations are known while simulating. On SQLite the rows go to the driver already in
 its storage format (the generic path converts every value through the column types, ~4x
-slower); elsewhere through SQLAlchemy Core.
+slower); elsewhere through SQLAlchemy Core. The passes that draw across all clients (the rough
+patch's extra chasing and incidents, founder interruptions) run last, on a summary of each.
 
 The history tells a story a founder recognises: a rough start, steady improvement, then a
 rough patch in the last three complete weeks (slower kickoffs, more rework, more status
