@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from db.models import (
     Artifact,
+    Audit,
     Blocker,
     ClientResponse,
     CorrectiveAction,
@@ -481,3 +482,35 @@ def close_action(session: Session, action_id: int, *, note: str | None, by: str,
     action.close_note = text
     log_event(session, "action_closed", actor=by, at=at, action_id=action_id, note=text)
     return action
+
+
+def open_action(session: Session, *, source_key: str, title: str, owner: str, lane: str,
+                due: dt.date, at: dt.datetime) -> int | None:
+    """A corrective action for a finding; None if one with this key exists (it is the arbiter:
+    a threshold breached twice in a week, or two reviews at once, make one action)."""
+    if session.scalar(select(CorrectiveAction.id).where(CorrectiveAction.source_key == source_key)):
+        return None
+    action = CorrectiveAction(source_key=source_key, title=title, owner_email=owner, lane=lane,
+                              due=due, created_at=at)
+    try:
+        with session.begin_nested():
+            session.add(action)
+    except IntegrityError:
+        return None  # another review recorded it first
+    log_event(session, "action_created", actor="handoff", at=at, action_id=action.id,
+              source_key=source_key, title=title, owner=owner)
+    return action.id
+
+
+def record_audit(session: Session, *, onboarding_id: int, at: dt.datetime,
+                 first_milestone_met: bool | None, incidents: int, churn_risk: bool,
+                 notes: str) -> bool:
+    """The client's 30-day audit; False if it was audited already (one audit per client)."""
+    audit = Audit(onboarding_id=onboarding_id, at=at, first_milestone_met=first_milestone_met,
+                  incidents=incidents, churn_risk=churn_risk, notes=notes)
+    try:
+        with session.begin_nested():
+            session.add(audit)
+    except IntegrityError:
+        return False
+    return True

@@ -20,13 +20,12 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import Audit, CorrectiveAction
+from db.models import CorrectiveAction
 from db.playbook import STAGE_ORDER, Playbook
 from db.validation import HandoffError
-from tasks import charts, kpis
+from tasks import charts, kpis, records
 from tasks.clock import calendar_for
 from tasks.mailer import Attachment
 from tasks.outbox import Draft, business_context, enqueue
@@ -74,22 +73,13 @@ def record_actions(session: Session, playbook: Playbook, breaches: list[kpis.Bre
     due = calendar.add_business_days(calendar.next_open(as_of), ACTION_DUE_BUSINESS_DAYS)
     created = []
     for breach in breaches:
-        key = f"{breach.key}:{week}"
-        if session.scalar(select(CorrectiveAction.id).where(CorrectiveAction.source_key == key)):
-            continue
         lane = playbook.lanes[breach.owner_lane]
-        action = CorrectiveAction(source_key=key, title=breach.title, owner_email=str(lane.owner),
-                                  lane=breach.owner_lane,
-                                  due=due.astimezone(playbook.calendar.tz).date(),
-                                  created_at=as_of)
-        try:
-            with session.begin_nested():
-                session.add(action)
-        except IntegrityError:
-            continue  # another review recorded it first: the unique key is the arbiter
-        log_event(session, "action_created", actor="handoff", at=as_of, action_id=action.id,
-                  source_key=key, title=breach.title, owner=str(lane.owner))
-        created.append(action.id)
+        action_id = records.open_action(
+            session, source_key=f"{breach.key}:{week}", title=breach.title,
+            owner=str(lane.owner), lane=breach.owner_lane,
+            due=due.astimezone(playbook.calendar.tz).date(), at=as_of)
+        if action_id is not None:
+            created.append(action_id)
     return created
 
 
@@ -685,16 +675,11 @@ def record_audits(session: Session, playbook: Playbook, as_of: dt.datetime) -> i
     recorded = 0
     for row in findings.to_dict("records"):
         met = row["first_milestone_met"]
-        audit = Audit(onboarding_id=int(row["onboarding_id"]), at=as_of,
-                      first_milestone_met=None if met is None or pd.isna(met) else bool(met),
-                      incidents=int(row["incidents"]), churn_risk=bool(row["churn_risk"]),
-                      notes=str(row["notes"]))
-        try:
-            with session.begin_nested():
-                session.add(audit)
-        except IntegrityError:
-            continue  # audited concurrently; one audit per client
-        recorded += 1
+        recorded += records.record_audit(
+            session, onboarding_id=int(row["onboarding_id"]), at=as_of,
+            first_milestone_met=None if met is None or pd.isna(met) else bool(met),
+            incidents=int(row["incidents"]), churn_risk=bool(row["churn_risk"]),
+            notes=str(row["notes"]))
     if recorded:
         log_event(session, "audits_recorded", actor="handoff", at=as_of, count=recorded)
     return recorded
