@@ -9,10 +9,8 @@ so each KPI can be tested on a small frame built by hand. Durations are in busin
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from functools import cached_property, lru_cache
 from typing import Any, Literal
@@ -38,6 +36,7 @@ from db.models import (
     UTCDateTime,
 )
 from db.playbook import STAGE_ORDER, Playbook, TimeUnit
+from db.session import collector_paused
 from tasks.business_time import BusinessCalendar
 
 INCIDENT_WINDOW = pd.Timedelta(days=30)
@@ -165,23 +164,6 @@ def _concat(chunks: list[pd.DataFrame], numbers: set[str]) -> pd.DataFrame:
     return pd.concat(chunks, ignore_index=True)
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while rows are fetched.
-
-    A fetch creates millions of short-lived row tuples; whenever enough of them survive, the
-    collector walks the whole heap again, which doubled the load time. Rows hold no reference
-    cycles, so pausing only defers the collector's next pass.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _read(con: Connection, stmt: Any) -> pd.DataFrame:
     """Read in chunks, each made compact before the next is fetched.
 
@@ -195,7 +177,7 @@ def _read(con: Connection, stmt: Any) -> pd.DataFrame:
     raw = stmt.with_only_columns(*[
         type_coerce(c, String()).label(c.key) if c.key in instants else c
         for c in stmt.selected_columns])
-    with _collector_paused():
+    with collector_paused():
         return _concat([_compact(chunk, instants)
                         for chunk in pd.read_sql(raw, con, chunksize=CHUNK_ROWS)], numbers)
 
