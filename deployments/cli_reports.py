@@ -29,14 +29,13 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Last week's review: stage aging, blockers, threshold breaks, actions, risks."""
-        from tasks.outbox import deliver
-        from tasks.reports import build_weekly_review, queue_weekly_email
+        from tasks.reports import build_weekly_review, deliver_due, queue_weekly_email
 
         at = when(as_of, "--as-of")
         with transaction() as (session, playbook):
             review = build_weekly_review(session, playbook, at)
             queued = queue_weekly_email(session, playbook, review, at) if send else False
-        sent = _deliver(deliver, at) if send else 0
+        sent = deliver_due(at).sent if send else 0
         data = {"week": review.week, "breaches": [b.title for b in review.breaches],
                 "actions_created": review.actions_created, "queued": queued, "sent": sent,
                 "markdown": review.markdown}
@@ -55,9 +54,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The founder's one-page monthly memo: HTML and PNG charts, or sent by e-mail."""
         from db.settings import get_settings
-        from tasks.outbox import deliver
         from tasks.reports import (
             build_memo,
+            deliver_due,
             parse_month,
             previous_month,
             queue_memo_email,
@@ -70,7 +69,7 @@ def register(app: typer.Typer) -> None:
             built = build_memo(session, playbook, chosen)
             queued = queue_memo_email(session, playbook, built, now) if send else False
         if send:
-            sent = _deliver(deliver, now)
+            sent = deliver_due(now).sent
             emit(as_json, {"month": chosen, "queued": queued, "sent": sent},
                  f"memo {chosen}: " + ("queued and sent to the founder" if queued else
                                        "already sent this month (memo:" + chosen + ")"))
@@ -148,13 +147,3 @@ def register(app: typer.Typer) -> None:
              f"{months} months, {audits} 30-day audits\nmemo for {month}: {path}\n"
              f"next: 'handoff report weekly', 'handoff kpi', 'handoff memo --send'")
 
-
-def _deliver(deliver: object, now: dt.datetime) -> int:
-    from db.playbook import get_playbook
-    from db.session import session_factory
-    from db.settings import get_settings
-
-    assert callable(deliver)
-    report = deliver(session_factory(), get_playbook(), get_settings(),
-                     now=max(now, dt.datetime.now(dt.UTC)))
-    return int(report.sent)

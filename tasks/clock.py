@@ -28,6 +28,21 @@ def calendar_for(playbook: Playbook) -> BusinessCalendar:
     return _calendar(playbook.calendar.model_dump_json())
 
 
+def business_hours_per_day(playbook: Playbook) -> float:
+    """Hours in one business day (the calendar's opening hours)."""
+    return calendar_for(playbook).business_day_length / dt.timedelta(hours=1)
+
+
+def in_business_days(playbook: Playbook, amount: float, unit: TimeUnit) -> float:
+    """An SLA amount in business days, the unit stage aging is reported in (clock hours are
+    counted as calendar days)."""
+    if unit is TimeUnit.BUSINESS_DAYS:
+        return amount
+    if unit is TimeUnit.BUSINESS_HOURS:
+        return amount / business_hours_per_day(playbook)
+    return amount / 24
+
+
 def due_after(playbook: Playbook, start: dt.datetime, amount: float, unit: TimeUnit) -> dt.datetime:
     """When something started at `start` is due, counting in the SLA's own unit."""
     if unit is TimeUnit.CLOCK_HOURS:

@@ -24,8 +24,8 @@ from db.models import (
 )
 from db.playbook import Playbook, TimeUnit
 from db.session import collector_paused
-from tasks.clock import due_after
-from tasks.outbox import Draft, business_context
+from tasks.clock import business_hours_per_day, due_after
+from tasks.outbox import Draft, away_at, business_context
 from tasks.render import calendar_invite
 
 KICKOFF_MINUTES = 45
@@ -68,7 +68,7 @@ class Snapshot:
 
 def load_snapshot(session: Session, as_of: dt.datetime,
                   onboarding_ids: list[int] | None = None, *,
-                  tz: dt.tzinfo = dt.UTC) -> Snapshot:
+                  tz: dt.tzinfo) -> Snapshot:
     """Load active onboardings and their facts: six queries, whatever the portfolio size.
 
     `tz` is the playbook's timezone: an owner away "until" a date is away to its local midnight.
@@ -109,8 +109,7 @@ def _load_snapshot(session: Session, as_of: dt.datetime, onboarding_ids: list[in
         current = clients[ob_id].last_response
         clients[ob_id].last_response = at if current is None or at > current else current
     away = {email: until for email, until in session.execute(
-        select(OwnerAway.email, OwnerAway.until).where(
-            OwnerAway.since <= as_of, OwnerAway.until >= as_of.astimezone(tz).date()))}
+        select(OwnerAway.email, OwnerAway.until).where(away_at(as_of, tz)))}
     return Snapshot(clients=list(clients.values()), away=away, keys=keys)
 
 
@@ -229,22 +228,15 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
             last = max([ob.stage_entered_at, *[m.sent_at for m in updates if m.sent_at]])
             due = due_after(playbook, last, sla.every or 0, sla.unit)
             # Send an hour of business time early, so an hourly sweep meets the SLA.
-            send_at = due_after(playbook, last, (sla.every or 0) * _hours_per(playbook, sla.unit)
-                                - 1, TimeUnit.BUSINESS_HOURS)
+            every_hours = (sla.every or 0) * (business_hours_per_day(playbook) if sla.unit is
+                                              TimeUnit.BUSINESS_DAYS else 1)
+            send_at = due_after(playbook, last, every_hours - 1, TimeUnit.BUSINESS_HOURS)
             if as_of >= send_at:
                 cycle = len(updates) + 1
                 out.append(draft("setup_progress_update",
                                  f"setup_progress_update:{ob.id}:{cycle}", due,
                                  "setup_progress_update", cycle=cycle))
     return out
-
-
-def _hours_per(playbook: Playbook, unit: TimeUnit) -> float:
-    if unit is TimeUnit.BUSINESS_DAYS:
-        hours = playbook.calendar.hours
-        start = dt.datetime.combine(dt.date(2000, 1, 1), hours.start)
-        return (dt.datetime.combine(dt.date(2000, 1, 1), hours.end) - start).seconds / 3600
-    return 1.0
 
 
 def client_missing(playbook: Playbook, client: Client) -> list[str]:

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,15 +58,19 @@ def _sender_address(settings: Settings) -> str:
     return str(get_playbook().business.sender.email)
 
 
-def owners_on_duty(session: Session, emails: list[str], at: dt.datetime, *,
-                   tz: dt.tzinfo = dt.UTC) -> set[str]:
-    """Which of these people are away at `at` (one query); `until` is a date in `tz`."""
+def away_at(at: dt.datetime, tz: dt.tzinfo) -> ColumnElement[bool]:
+    """Owner-away rows in force at `at`: `until` is a date in the business timezone `tz`, so
+    "away until Friday" covers Friday until local midnight."""
+    return and_(OwnerAway.since <= at, OwnerAway.until >= at.astimezone(tz).date())
+
+
+def owners_away(session: Session, emails: list[str], at: dt.datetime, *,
+                tz: dt.tzinfo) -> set[str]:
+    """Which of these people are away at `at` (one query)."""
     if not emails:
         return set()
-    rows = session.scalars(select(OwnerAway.email).where(
-        OwnerAway.email.in_(emails), OwnerAway.since <= at,
-        OwnerAway.until >= at.astimezone(tz).date()))
-    return set(rows)
+    return set(session.scalars(select(OwnerAway.email).where(OwnerAway.email.in_(emails),
+                                                             away_at(at, tz))))
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,9 @@ def enqueue(session: Session, playbook: Playbook, draft: Draft, *,
 
 
 def enqueue_many(session: Session, playbook: Playbook, drafts: list[Draft], *,
-                 now: dt.datetime) -> list[Communication]:
-    """Queue a batch in a constant number of statements; keys already queued are skipped."""
+                 now: dt.datetime) -> list[str]:
+    """Queue a batch in a constant number of statements; returns the keys queued now (keys
+    already queued, or repeated within the batch, are skipped)."""
     if not drafts:
         return []
     specs = catalog()
@@ -131,16 +136,13 @@ def enqueue_many(session: Session, playbook: Playbook, drafts: list[Draft], *,
             session.execute(insert(Communication), values)
     except IntegrityError:
         # A concurrent pass queued some of these keys first: fall back to one-by-one.
-        return [row for draft in drafts for row, created in
+        return [row.idempotency_key for draft in drafts for row, created in
                 [enqueue(session, playbook, draft, now=now)] if created]
     session.execute(insert(Event), [
         {"onboarding_id": d.onboarding_id, "at": now, "actor": "handoff",
          "kind": "message_queued", "detail": {"template": d.template, "key": d.key},
          "reason": None} for d in drafts])
-    keys = [d.key for d in drafts]
-    return [row for start in range(0, len(keys), 5000) for row in session.scalars(
-        select(Communication).where(Communication.idempotency_key.in_(keys[start:start + 5000]))
-        .order_by(Communication.id))]
+    return [d.key for d in drafts]
 
 
 def _row(draft: Draft, rendered: Rendered, audience: str, lane: str, *, created: dt.datetime,
@@ -291,7 +293,7 @@ def _notify_owner(session: Session, playbook: Playbook, row: Communication, now:
         return  # a failed failure-notice is in the log and in `handoff status`; no loop
     onboarding = session.get(Onboarding, row.onboarding_id) if row.onboarding_id else None
     owner = onboarding.owner_email if onboarding else str(playbook.business.founder.email)
-    if onboarding and owners_on_duty(session, [owner], now, tz=playbook.calendar.tz):
+    if onboarding and owners_away(session, [owner], now, tz=playbook.calendar.tz):
         owner = onboarding.backup_email
         log_event(session, "handover_to_backup", actor="handoff", onboarding_id=onboarding.id,
                   at=now, key=f"delivery-failure:{row.idempotency_key}", to=owner)

@@ -457,7 +457,7 @@ def log_incident(session: Session, onboarding_id: int, *, severity: str, note: s
 
 
 def set_owner_away(session: Session, email: str, *, until: dt.date, at: dt.datetime,
-                   by: str, tz: dt.tzinfo = dt.UTC) -> OwnerAway:
+                   by: str, tz: dt.tzinfo) -> OwnerAway:
     """Mark an owner out of office; their backup owner takes over until the date (local)."""
     address = clean_email(email, "EMAIL")
     if until < at.astimezone(tz).date():

@@ -9,7 +9,6 @@ The @task functions at the bottom are what the flows in flows/reports.py orchest
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -26,9 +25,9 @@ from db.models import CorrectiveAction
 from db.playbook import STAGE_ORDER, Playbook
 from db.validation import HandoffError
 from tasks import charts, kpis, records
-from tasks.clock import calendar_for
+from tasks.clock import calendar_for, in_business_days
 from tasks.mailer import Attachment
-from tasks.outbox import Draft, business_context, enqueue
+from tasks.outbox import DeliveryReport, Draft, business_context, enqueue
 from tasks.records import log_event
 from tasks.render import catalog, render_message, render_page
 
@@ -349,8 +348,12 @@ class Memo:
     month: str
     context: dict[str, Any]
     charts: dict[str, bytes]
-    csv: bytes
-    subject: str = ""
+    table: pd.DataFrame  # the KPIs by scope (all, each segment, each offer), rounded
+
+    @property
+    def csv(self) -> bytes:
+        """The KPI table as the CSV the founder gets attached."""
+        return self.table.to_csv(index=False).encode()
 
 
 def _change(metric: kpis.Metric, now: float, before: float) -> float | None:
@@ -399,8 +402,8 @@ def build_memo(session: Session, playbook: Playbook, month: str,
     aging_now = kpis.stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar, start, end)
     aging_before = kpis.stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar,
                                     prev_start, start)
-    sla_days = {s.key: (s.sla.within if s.sla.unit.value == "business_days"
-                        else s.sla.within / 8) for s in playbook.stages}
+    sla_days = {s.key: in_business_days(playbook, s.sla.within, s.sla.unit)
+                for s in playbook.stages}
     over = aging_now.assign(sla=aging_now["stage"].map(sla_days))
     over = over[over["median_days"] > over["sla"]].sort_values("median_days", ascending=False)
     persists = [f"{playbook.stage(r.stage).name} takes {r.median_days:.1f} business days "
@@ -473,10 +476,8 @@ def build_memo(session: Session, playbook: Playbook, month: str,
             blockers.assign(type=blockers["type"].map(
                 lambda t: playbook.blockers[t].label if t in playbook.blockers else t))),
     }
-    table = kpis.kpi_table(ctx, start, end)
-    buffer = io.StringIO()
-    table.round(4).to_csv(buffer, index=False)
-    return Memo(month=month, context=context, charts=png, csv=buffer.getvalue().encode())
+    return Memo(month=month, context=context, charts=png,
+                table=kpis.kpi_table(ctx, start, end).round(4))
 
 
 def _headline(improved: list[tuple[float, str, str]], worse: list[tuple[float, str, str]],
@@ -554,7 +555,7 @@ def build_quarterly_reset(session: Session, playbook: Playbook, quarter: str) ->
     stage_items = []
     for r in aging.itertuples():
         sla = playbook.stage(r.stage).sla
-        within = sla.within if sla.unit.value == "business_days" else sla.within / 8
+        within = in_business_days(playbook, sla.within, sla.unit)
         state = "over" if r.median_days > within else "within"
         stage_items.append(f"{playbook.stage(r.stage).name}: {r.median_days:.1f} d median, "
                            f"{state} its {within:g}-day SLA")
@@ -649,19 +650,21 @@ def audit_findings(ctx: kpis.Context, as_of: pd.Timestamp) -> pd.DataFrame:
     flags = kpis.red_flags(f, ctx.calendar, ctx.cadence_days,
                            pd.Timestamp("1970-01-01", tz="UTC"), as_of).set_index(
         "onboarding_id")["flags"]
+    had_serious, missed_ids = set(serious["onboarding_id"]), set(missed)
     rows = []
     for r in due.itertuples():
         n = int(count.get(r.id, 0))
+        red = int(flags.get(r.id, 0))
         reasons = []
         if n >= 2:
             reasons.append(f"{n} incidents in 30 days")
-        if r.id in set(serious["onboarding_id"]):
+        if r.id in had_serious:
             reasons.append("a major or critical incident")
         if int(asks_after.get(r.id, 0)):
             reasons.append("client still chasing status after handoff")
-        if int(flags.get(r.id, 0)) >= 2:
-            reasons.append(f"{int(flags.get(r.id, 0))} red flags during onboarding")
-        met = None if pd.isna(r.first_milestone) else bool(r.id not in set(missed))
+        if red >= 2:
+            reasons.append(f"{red} red flags during onboarding")
+        met = None if pd.isna(r.first_milestone) else r.id not in missed_ids
         rows.append({"onboarding_id": int(r.id), "first_milestone_met": met, "incidents": n,
                      "churn_risk": bool(reasons),
                      "notes": "; ".join(reasons) or "clean first 30 days"})
@@ -727,16 +730,22 @@ def publish_artifacts(prefix: str, markdown: str, tables: dict[str, list[dict[st
                               description=f"{description}: {name.replace('-', ' ')}")
 
 
-@task(name="deliver founder mail", cache_policy=NO_CACHE)
-def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
-    """Send what the outbox holds that is due (the report just queued, among others)."""
+def deliver_due(now: dt.datetime) -> DeliveryReport:
+    """Send what the outbox holds that is due (a report just queued, among others); a report
+    dated in the past still goes out now."""
     from db.playbook import get_playbook
     from db.session import session_factory
     from db.settings import get_settings
     from tasks.outbox import deliver
 
-    report = deliver(session_factory(), get_playbook(), get_settings(),
-                     now=max(_now(as_of), dt.datetime.now(dt.UTC)))
+    return deliver(session_factory(), get_playbook(), get_settings(),
+                   now=max(now, dt.datetime.now(dt.UTC)))
+
+
+@task(name="deliver founder mail", cache_policy=NO_CACHE)
+def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
+    """Send what the outbox holds that is due (the report just queued, among others)."""
+    report = deliver_due(_now(as_of))
     return {"sent": report.sent, "retried": report.retried, "failed": report.failed}
 
 
@@ -752,9 +761,8 @@ def compile_monthly_memo(month: str | None = None, as_of: str | None = None) -> 
         memo = build_memo(session, playbook, month)
         queued = queue_memo_email(session, playbook, memo, at)
     rendered = render_message("monthly_memo", memo_context(memo, inline=False))
-    table = pd.read_csv(io.BytesIO(memo.csv))
     return {"month": month, "queued": queued, "markdown": _memo_markdown(memo),
-            "subject": rendered.subject, "tables": {"kpis": records_of(table)}}
+            "subject": rendered.subject, "tables": {"kpis": records_of(memo.table)}}
 
 
 def _memo_markdown(memo: Memo) -> str:

@@ -155,7 +155,8 @@ def run_fortnight(f: Fortnight) -> None:
         (ny(9, 8, 10, 30), lambda: f.open_blocker(ny(9, 8, 10, 30))),
         (ny(9, 8, 12, 30), f.smtp.start),
         (ny(9, 13, 20, 0), lambda: f.tx(lambda s: records.set_owner_away(
-            s, OWNER, until=dt.date(2026, 9, 18), at=ny(9, 13, 20), by=OWNER))),
+            s, OWNER, until=dt.date(2026, 9, 18), at=ny(9, 13, 20), by=OWNER,
+            tz=p.calendar.tz))),
         (ny(9, 14, 15, 0), lambda: f.tx(lambda s: records.resolve_blocker(
             s, p, f.blocker_id, by=VA, at=ny(9, 14, 15), note="Brand kit delivered"))),
         (ny(9, 15, 10, 0), lambda: f.complete_stage(ny(9, 15, 10))),
@@ -289,7 +290,8 @@ def test_an_owner_away_until_friday_is_covered_until_friday_midnight_local(
     # from 09:00 ends at that day's close), founder Fri 17:00.
     fortnight.open_blocker(ny(9, 17, 9))
     fortnight.tx(lambda s: records.set_owner_away(s, OWNER, until=dt.date(2026, 9, 18),
-                                                  at=ny(9, 16, 18), by=OWNER))
+                                                  at=ny(9, 16, 18), by=OWNER,
+                                                  tz=playbook.calendar.tz))
     # A manual `handoff sweep --as-of` on Friday evening: 21:30 EDT is Saturday 01:30 UTC.
     as_of = ny(9, 18, 21, 30).astimezone(dt.UTC)
     assert as_of.date() == dt.date(2026, 9, 19)

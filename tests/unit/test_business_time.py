@@ -523,3 +523,16 @@ def test_naive_datetimes_rejected() -> None:
         cal.add_business_time(aware, 60)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="datetime.date"):
         cal.is_business_day(aware)
+
+
+def test_sla_amounts_in_business_days_follow_the_playbooks_opening_hours() -> None:
+    from db.playbook import TimeUnit, get_playbook
+    from tasks.clock import in_business_days
+
+    playbook = get_playbook()  # open 09:00-17:00
+    assert in_business_days(playbook, 3, TimeUnit.BUSINESS_DAYS) == 3
+    assert in_business_days(playbook, 4, TimeUnit.BUSINESS_HOURS) == 0.5
+    assert in_business_days(playbook, 36, TimeUnit.CLOCK_HOURS) == 1.5
+    longer = playbook.model_copy(update={"calendar": playbook.calendar.model_copy(update={
+        "hours": playbook.calendar.hours.model_copy(update={"end": dt.time(19, 0)})})})
+    assert in_business_days(longer, 5, TimeUnit.BUSINESS_HOURS) == 0.5
