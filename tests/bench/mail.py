@@ -1,0 +1,166 @@
+"""Mail throughput: the outbox's batch delivery (one SMTP connection per batch) against one
+connection + login per message through the same outbox, and against bare yagmail, to the
+loopback SMTP server with AUTH, plain and STARTTLS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.bench.common import OUT, Part, fresh_copy, log, median
+from tests.bench.stack import new_clients
+
+MAIL_MESSAGES = 200
+
+def bench_mail(quick: bool) -> dict[str, Any]:
+    """Outbox (one connection per batch) vs one connection + login per message (yagmail)."""
+    from db.playbook import get_playbook
+    from db.session import dispose_all, session_factory, upgrade
+    from db.settings import get_settings
+    from tasks.sweeps import queue_due
+    from tests.flow.conftest import always_open_playbook
+
+    messages = 60 if quick else MAIL_MESSAGES
+    home = OUT / "mail"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    os.environ.update({"HANDOFF_HOME": str(home), "HANDOFF_PLAYBOOK_PATH": str(
+        always_open_playbook(home / "playbook.yaml"))})
+    template = home / "template.db"
+    upgrade(f"sqlite:///{template}")
+    os.environ["HANDOFF_DATABASE_URL"] = f"sqlite:///{template}"
+    get_settings.cache_clear()
+    new_clients(messages, "Mail")
+    now = dt.datetime.now(dt.UTC)
+    with session_factory(f"sqlite:///{template}")() as session, session.begin():
+        queue_due(session, get_playbook(), now, escalations=False)
+    dispose_all()
+    result: dict[str, Any] = {"messages": messages, "runs": 2 if quick else 3}
+    for mode in ("plain", "starttls"):
+        result[mode] = _mail_mode(mode, template, now, result["runs"])
+    for key in ("HANDOFF_SMTP_HOST", "HANDOFF_SMTP_PORT", "HANDOFF_SMTP_USERNAME",
+                "HANDOFF_SMTP_PASSWORD", "HANDOFF_SMTP_STARTTLS", "HANDOFF_SMTP_VERIFY_TLS",
+                "HANDOFF_DATABASE_URL", "HANDOFF_PLAYBOOK_PATH"):
+        os.environ.pop(key, None)
+    get_settings.cache_clear()
+    return result
+
+
+def _mail_mode(mode: str, template: Path, now: dt.datetime, repeats: int) -> dict[str, Any]:
+    import yagmail
+    from sqlalchemy import select
+
+    from db.models import Communication
+    from db.playbook import get_playbook
+    from db.session import dispose_all, session_factory
+    from db.settings import get_settings
+    from tasks import outbox
+    from tasks.mailer import SmtpConfig, SmtpTransport
+    from tests.smtp_server import LoopbackSmtp, self_signed_tls
+
+    home = template.parent
+    tls = mode == "starttls"
+    context = self_signed_tls(home / "tls")[0] if tls else None
+    timings: dict[str, list[float]] = {"outbox_batch": [], "outbox_per_message": [],
+                                       "yagmail_default": []}
+    connections: dict[str, int] = {}
+    with LoopbackSmtp(username="bench", password="bench-secret",
+                      starttls_context=context) as smtp:
+        os.environ.update({
+            "HANDOFF_SMTP_HOST": "127.0.0.1", "HANDOFF_SMTP_PORT": str(smtp.port),
+            "HANDOFF_SMTP_STARTTLS": str(tls).lower(), "HANDOFF_SMTP_SSL": "false",
+            # A self-signed loopback certificate: verification is exercised by the unit tests.
+            "HANDOFF_SMTP_VERIFY_TLS": "false",
+            "HANDOFF_SMTP_USERNAME": "bench", "HANDOFF_SMTP_PASSWORD": "bench-secret"})
+        get_settings.cache_clear()
+        playbook, settings = get_playbook(), get_settings()
+        with session_factory(f"sqlite:///{template}")() as session:
+            rows = list(session.scalars(select(Communication).order_by(Communication.id)))
+            bodies = [(r.recipients.split(","), r.subject, r.body_text) for r in rows]
+        dispose_all()
+        config = SmtpConfig(host="127.0.0.1", port=smtp.port, username="bench",
+                            password="bench-secret", starttls=tls, ssl=False, verify_tls=False,
+                            sender=str(playbook.business.sender.email), timeout=10)
+
+        class PerMessage(SmtpTransport):
+            """The same transport, reconnecting and logging in for every message."""
+
+            def send(self, msg: Any) -> Any:
+                self._discard(self._yag)
+                self._yag = None
+                self._open()
+                return super().send(msg)
+
+        original = outbox.transport_for
+
+        def outbox_run(per_message: bool) -> float:
+            url = fresh_copy(template, home / "run.db")
+            factory = session_factory(url)
+            if per_message:
+                outbox.transport_for = lambda s: PerMessage(config)  # type: ignore[assignment]
+            try:
+                before = smtp.count_connections
+                started = time.perf_counter()
+                report = outbox.deliver(factory, playbook, settings, now=now)
+                elapsed = time.perf_counter() - started
+                assert report.sent == len(bodies), report
+                connections["outbox_per_message" if per_message else "outbox_batch"] = \
+                    smtp.count_connections - before
+            finally:
+                outbox.transport_for = original
+                dispose_all()
+            return elapsed
+
+        def yagmail_run() -> float:
+            yag = yagmail.SMTP(user={"bench": "bench"}, password="bench-secret",
+                               host="127.0.0.1", port=smtp.port, smtp_starttls=tls,
+                               smtp_ssl=False, soft_email_validation=False)
+            yag.set_logging(None)
+            before = smtp.count_connections
+            started = time.perf_counter()
+            for to, subject, body in bodies:
+                yag.send(to=to, subject=subject, contents=[body])  # login() on every send
+            elapsed = time.perf_counter() - started
+            connections["yagmail_default"] = smtp.count_connections - before
+            return elapsed
+
+        for _ in range(repeats):
+            timings["outbox_batch"].append(outbox_run(False))
+            timings["outbox_per_message"].append(outbox_run(True))
+            timings["yagmail_default"].append(yagmail_run())
+            smtp.drop_connections()  # yagmail never closes the connections it replaces
+            log(f"  mail {mode}: batch {timings['outbox_batch'][-1]:.2f}s  per-message "
+                f"{timings['outbox_per_message'][-1]:.2f}s  yagmail "
+                f"{timings['yagmail_default'][-1]:.2f}s for {len(bodies)}")
+    return {"msgs_per_s": {k: len(bodies) / median(v) for k, v in timings.items()},
+            "connections": connections}
+
+
+def table(m: dict[str, Any]) -> list[str]:
+    lines = [f"**Mail throughput** ({m['messages']} messages to a loopback SMTP server "
+             "with AUTH; the outbox records every result in the database)", "",
+             "| path | plain msg/s | STARTTLS msg/s | SMTP connections |",
+             "|---|---|---|---|"]
+    labels = {"outbox_batch": "outbox, one connection per batch",
+              "outbox_per_message": "outbox, connection + login per message",
+              "yagmail_default": "yagmail default (`send()` logs in on every call), "
+                                 "no outbox"}
+    for key, label in labels.items():
+        lines.append(f"| {label} | {m['plain']['msgs_per_s'][key]:.0f} | "
+                     f"{m['starttls']['msgs_per_s'][key]:.0f} | "
+                     f"{m['plain']['connections'].get(key)} |")
+    ratio = {mode: m[mode]["msgs_per_s"]["outbox_batch"]
+             / m[mode]["msgs_per_s"]["outbox_per_message"] for mode in ("plain", "starttls")}
+    bare = {mode: m[mode]["msgs_per_s"]["outbox_batch"]
+            / m[mode]["msgs_per_s"]["yagmail_default"] for mode in ("plain", "starttls")}
+    lines += ["", f"One connection per batch vs one per message through the same outbox: "
+                  f"{ratio['plain']:.1f}× (plain), {ratio['starttls']:.1f}× (STARTTLS); "
+                  f"vs bare yagmail: {bare['plain']:.1f}× / {bare['starttls']:.1f}×."]
+    return lines
+
+
+PART = Part(name="mail", run=lambda args: bench_mail(args.quick), table=table, order=10)
