@@ -355,3 +355,31 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[dt.datetime]
+
+
+class DealLink(Base):
+    """A won deal from a CRM or payment provider, and the onboarding it started.
+
+    The unique (source, external_id) pair is what makes a redelivered or polled deal start one
+    onboarding, whatever the provider's delivery ids say.
+    """
+
+    __tablename__ = "deal_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))  # hubspot | pipedrive | stripe | generic
+    external_id: Mapped[str] = mapped_column(String(200))
+    onboarding_id: Mapped[int] = mapped_column(ForeignKey("onboardings.id"), index=True)
+    received_at: Mapped[dt.datetime]
+    via: Mapped[str] = mapped_column(String(20))  # webhook | poll | form
+    __table_args__ = (UniqueConstraint("source", "external_id", name="one_per_deal"),)
+
+
+class DealCursor(Base):
+    """How far the CRM poll has read, per source, so each poll asks only for newer wins."""
+
+    __tablename__ = "deal_cursors"
+
+    source: Mapped[str] = mapped_column(String(20), primary_key=True)
+    cursor: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[dt.datetime]

@@ -213,6 +213,40 @@ class PacketSection(_Model):
     title: str
 
 
+class DealOwner(_Model):
+    """One row of the CRM owner table: who runs the onboardings of this CRM user's deals."""
+
+    source: Literal["hubspot", "pipedrive", "stripe", "generic"]
+    crm_owner: str = Field(min_length=1)  # the CRM's owner id (HubSpot, Pipedrive) or email
+    owner: EmailStr
+    backup: EmailStr
+
+
+class DealFields(_Model):
+    """Names of the CRM properties / Stripe metadata keys that carry these onboarding fields."""
+
+    segment: str = "handoff_segment"
+    offer: str = "handoff_offer"
+    terms: str = "handoff_terms"
+    scope: str = "handoff_scope"
+    kickoff_by: str = "handoff_kickoff_by"
+    first_milestone: str = "handoff_first_milestone"
+
+
+class Deals(_Model):
+    """How a won deal from a CRM or a payment becomes an onboarding."""
+
+    lane: str = "A"  # its owner and backup run the onboarding unless `owners` maps the deal
+    owners: list[DealOwner] = []
+    segment: Annotated[str, Field(min_length=1)] = "smb"  # when the deal does not say
+    offer: Annotated[str, Field(min_length=1)] = "Standard onboarding"
+    hubspot_won_stage: Annotated[str, Field(min_length=1)] = "closedwon"  # internal stage id
+    fields: DealFields = DealFields()
+    # True: terms and scope in the deal confirm the close by themselves. False: the onboarding
+    # waits at close confirmation until a VA confirms them.
+    terms_from_deal: bool = False
+
+
 class Playbook(_Model):
     version: str = Field(min_length=1)
     business: Business
@@ -228,6 +262,15 @@ class Playbook(_Model):
     packet_sections: list[PacketSection] = Field(min_length=1)
     risk_categories: dict[Key, str] = {}
     interruption_categories: list[Key] = Field(min_length=1)
+    deals: Deals = Deals()
+    alerts: dict[str, list[Key]] = {}  # lane -> alert channel names (URLs: HANDOFF_ALERT_URLS)
+
+    @model_validator(mode="after")
+    def _deal_and_alert_lanes(self) -> Playbook:
+        self._check_lane("deals.lane", self.deals.lane)
+        for lane in self.alerts:
+            self._check_lane(f"alerts.{lane}", lane)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Playbook:

@@ -35,6 +35,20 @@ class Settings(BaseSettings):
     smtp_verify_tls: bool = True
     smtp_timeout: float = 30.0
 
+    # Won deals from CRMs and payment providers (webhooks refuse every request while unset).
+    hubspot_client_secret: SecretStr | None = None  # the app's client secret (signs webhooks)
+    hubspot_webhook_url: str | None = None  # the public URL pasted into HubSpot, exactly
+    hubspot_token: SecretStr | None = None  # private app access token, to read deals/contacts
+    hubspot_api_url: str = "https://api.hubapi.com"
+    pipedrive_webhook_user: str | None = None  # HTTP basic auth set on the Pipedrive webhook
+    pipedrive_webhook_password: SecretStr | None = None
+    pipedrive_api_token: SecretStr | None = None  # to read persons and won deals
+    pipedrive_api_url: str = "https://api.pipedrive.com"
+    stripe_webhook_secret: SecretStr | None = None  # whsec_… of the Stripe endpoint
+    generic_webhook_secret: SecretStr | None = None  # HMAC key for /hooks/generic
+    # Team alert channels by name (JSON object of Apprise URLs); the playbook routes lanes to names.
+    alert_urls: dict[str, SecretStr] = {}
+
     @field_validator("database_url")
     @classmethod
     def _normalise_driver(cls, value: str) -> str:

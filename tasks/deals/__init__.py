@@ -1,0 +1,1 @@
+"""Won deals become onboardings: webhook verification, event reading, mapping, CRM API, polling."""
