@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_ssl: bool = False
     smtp_verify_tls: bool = True
-    smtp_timeout: float = 30.0
+    smtp_timeout: float = 30.0  # waiting for a reply, the one after the message included
+    smtp_connect_timeout: float = 10.0  # connect, greeting, EHLO, STARTTLS, AUTH: each step
 
     # Won deals from CRMs and payment providers (webhooks refuse every request while unset).
     hubspot_client_secret: SecretStr | None = None  # the app's client secret (signs webhooks)

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.generator
 import email.policy
 import email.utils
 import hashlib
+import io
 import os
 import re
 import smtplib
@@ -58,6 +60,9 @@ __all__ = [
     "SmtpConfig",
     "SmtpTransport",
     "Transport",
+    "TransportFault",
+    "ascii_domain",
+    "connection_fault",
     "build_mime",
     "classify_error",
     "message_id_for",
@@ -198,11 +203,23 @@ class OutgoingMessage:
 
 
 class SendOutcome(StrEnum):
-    """Delivery outcome as recorded by the outbox."""
+    """Delivery outcome as recorded by the outbox, decided by what is known about the message."""
 
-    SENT = "sent"
-    TRANSIENT = "transient"
-    PERMANENT = "permanent"
+    SENT = "sent"  # the server answered 250 after the final dot
+    TRANSIENT = "transient"  # not delivered (4xx, or the connection failed before the dot)
+    PERMANENT = "permanent"  # refused for this message (5xx to its recipients or content)
+    UNCERTAIN = "uncertain"  # handed over whole, no reply: maybe delivered; never re-sent
+    HELD = "held"  # not attempted: the server refuses us (login, sender, TLS); see `fault`
+
+
+class TransportFault(StrEnum):
+    """Why a whole delivery pass could not hand mail over: the transport's problem, not the
+    message's. The outbox raises the transport alarm for it."""
+
+    AUTH = "auth"  # the server refused the login (535 and other 5xx to AUTH)
+    REFUSED = "refused"  # 5xx at the greeting, EHLO, STARTTLS or MAIL FROM
+    TLS = "tls"  # the server's certificate did not verify
+    UNREACHABLE = "unreachable"  # no connection, no greeting, or a 4xx before any message
 
 
 @dataclass(frozen=True)
@@ -213,6 +230,7 @@ class SendResult:
     outcome: SendOutcome
     message_id: str
     error: str | None
+    fault: TransportFault | None = None
 
 
 @dataclass(frozen=True)
@@ -226,7 +244,8 @@ class SmtpConfig:
     starttls: bool = True
     ssl: bool = False
     verify_tls: bool = True
-    timeout: float = 30.0
+    timeout: float = 30.0  # waiting for one reply once connected (the reply after the dot too)
+    connect_timeout: float = 10.0  # TCP connect, greeting, EHLO, STARTTLS and AUTH, each
     sender: str = field(kw_only=True)
 
     def __post_init__(self) -> None:
@@ -235,8 +254,9 @@ class SmtpConfig:
             raise ValueError("SMTP host must not be empty")
         if self.username and self.password is None:
             raise ValueError("SMTP username given without a password")
-        if self.timeout <= 0:
-            raise ValueError(f"SMTP timeout must be positive, got {self.timeout!r}")
+        if self.timeout <= 0 or self.connect_timeout <= 0:
+            raise ValueError(f"SMTP timeouts must be positive, got {self.timeout!r} and "
+                             f"{self.connect_timeout!r}")
 
     def __repr__(self) -> str:
         """Return a repr with the password masked."""
@@ -244,7 +264,8 @@ class SmtpConfig:
         return (
             f"SmtpConfig(host={self.host!r}, port={self.port!r}, username={self.username!r}, "
             f"password={secret}, starttls={self.starttls!r}, ssl={self.ssl!r}, "
-            f"verify_tls={self.verify_tls!r}, timeout={self.timeout!r}, sender={self.sender!r})"
+            f"verify_tls={self.verify_tls!r}, timeout={self.timeout!r}, "
+            f"connect_timeout={self.connect_timeout!r}, sender={self.sender!r})"
         )
 
     __str__ = __repr__
@@ -303,16 +324,17 @@ def build_mime(msg: OutgoingMessage) -> EmailMessage:
     mime["MIME-Version"] = "1.0"
     mime["Date"] = email.utils.format_datetime(datetime.now(UTC))
     mime["Message-ID"] = msg.message_id
-    mime["From"] = msg.sender
-    mime["To"] = ", ".join(msg.to)
+    mime["From"] = _mailbox_header(msg.sender)
+    mime["To"] = ", ".join(_mailbox_header(rcpt) for rcpt in msg.to)
     if msg.reply_to:
-        mime["Reply-To"] = msg.reply_to
+        mime["Reply-To"] = _mailbox_header(msg.reply_to)
     mime["Subject"] = msg.subject
     return mime
 
 
 def classify_error(exc: BaseException) -> SendOutcome:
-    """Map an SMTP/socket exception to TRANSIENT (4xx, network) or PERMANENT (5xx)."""
+    """Map an exception met before the final dot to TRANSIENT (4xx, network) or PERMANENT (5xx,
+    or a message that cannot be serialised). After the dot, see ``SmtpTransport._transact``."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         if codes and all(code >= 500 for code in codes):
@@ -327,6 +349,49 @@ def classify_error(exc: BaseException) -> SendOutcome:
     if isinstance(exc, ValueError):
         return SendOutcome.PERMANENT  # the message itself cannot be serialised
     return SendOutcome.TRANSIENT
+
+
+def connection_fault(exc: BaseException) -> tuple[SendOutcome, TransportFault]:
+    """Classify a failure to open the connection (connect, greeting, EHLO, STARTTLS, AUTH).
+
+    A refusal (5xx, bad credentials, an unverifiable certificate) will not heal by retrying,
+    so mail is held rather than spending its attempts; anything else is transient.
+    """
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return SendOutcome.TRANSIENT, TransportFault.UNREACHABLE  # incl. no greeting in time
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        if exc.smtp_code >= 500:
+            return SendOutcome.HELD, TransportFault.AUTH
+        return SendOutcome.TRANSIENT, TransportFault.UNREACHABLE  # 454: try again later
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return SendOutcome.HELD, TransportFault.TLS
+    if isinstance(exc, smtplib.SMTPResponseException):
+        if exc.smtp_code >= 500:
+            return SendOutcome.HELD, TransportFault.REFUSED
+        return SendOutcome.TRANSIENT, TransportFault.UNREACHABLE
+    if isinstance(exc, smtplib.SMTPException | ValueError):
+        # STARTTLS or AUTH not offered, no common AUTH mechanism, a bad TLS setting.
+        return SendOutcome.HELD, TransportFault.REFUSED
+    return SendOutcome.TRANSIENT, TransportFault.UNREACHABLE
+
+
+def ascii_domain(address: str) -> str:
+    """The address with its domain IDNA-encoded (``pat@bücher.example`` ->
+    ``pat@xn--bcher-kva.example``), so any server takes it; raises ValueError if it cannot be."""
+    local, at, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    try:
+        return f"{local}{at}{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as exc:
+        raise ValueError(f"the domain of {address!r} is not a valid internationalised name") \
+            from exc
+
+
+def _mailbox_header(value: str) -> str:
+    """A mailbox for a header, its domain IDNA-encoded (a raw UTF-8 domain is not 7-bit safe)."""
+    name, addr = email.utils.parseaddr(value)
+    return email.utils.formataddr((name, ascii_domain(addr))) if name else ascii_domain(addr)
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -354,6 +419,19 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {exc}" if str(exc) else name
 
 
+def _flatten(mime: EmailMessage, *, utf8: bool) -> bytes:
+    """The message as SMTP DATA: CRLF lines, leading dots doubled, ending with the final dot."""
+    with io.BytesIO() as buffer:
+        generator = email.generator.BytesGenerator(
+            buffer, policy=_POLICY.clone(utf8=True) if utf8 else _POLICY)
+        generator.flatten(mime, linesep="\r\n")
+        data = buffer.getvalue()
+    data = re.sub(rb"(?m)^\.", b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
 @runtime_checkable
 class Transport(Protocol):
     """A batch-scoped mail transport: enter once, send many, exit."""
@@ -377,7 +455,15 @@ class Transport(Protocol):
 
 
 class SmtpTransport:
-    """SMTP transport: one yagmail connection (one login) per batch, reopened at most once."""
+    """SMTP transport: one yagmail connection (one login) per batch, reopened at most once.
+
+    Each message is one SMTP transaction driven step by step, so every outcome is decided by
+    what is known: a refusal at MAIL, RCPT or DATA is followed by RSET before the next
+    transaction; a connection lost before the final dot is TRANSIENT (the server discards an
+    unfinished message); no reply after the final dot is UNCERTAIN (the server may have taken
+    it) and is never re-sent. Opening costs at most ``connect_timeout`` per step and happens at
+    most ``1 + max_reopens`` times per batch, however many messages are waiting.
+    """
 
     def __init__(self, config: SmtpConfig, *, max_reopens: int = 1) -> None:
         """Store the configuration; nothing is opened until ``__enter__``."""
@@ -385,7 +471,7 @@ class SmtpTransport:
         self.max_reopens = max_reopens
         self.connections_opened = 0
         self._yag: Any = None
-        self._fatal: str | None = None
+        self._fatal: tuple[SendOutcome, str, TransportFault] | None = None
         self._reopens_left = max_reopens
         self._used = False
         self._secrets = self._secret_forms(config)
@@ -425,7 +511,7 @@ class SmtpTransport:
     def _new_yag(self) -> Any:
         """Create (without connecting) a yagmail.SMTP object for this config."""
         cfg = self.config
-        kwargs: dict[str, Any] = {"timeout": cfg.timeout}
+        kwargs: dict[str, Any] = {"timeout": cfg.connect_timeout}
         if cfg.ssl:
             kwargs["context"] = cfg.tls_context()
             starttls: bool | dict[str, Any] = False
@@ -449,10 +535,14 @@ class SmtpTransport:
         return yag
 
     def _open(self) -> None:
-        """Connect, STARTTLS and log in once; raises on failure."""
+        """Connect, STARTTLS and log in once (short timeouts); raises on failure."""
         yag = self._new_yag()
         try:
             yag.login()
+            smtp = yag.smtp
+            smtp.ehlo_or_helo_if_needed()
+            smtp.timeout = self.config.timeout  # from here on: waiting for replies
+            smtp.sock.settimeout(self.config.timeout)
         except BaseException:
             self._discard(yag)
             raise
@@ -471,14 +561,24 @@ class SmtpTransport:
             with contextlib.suppress(Exception):
                 smtp.close()
 
-    def __enter__(self) -> SmtpTransport:
-        """Open the batch connection; on failure every send reports TRANSIENT."""
-        self._fatal = None
-        self._reopens_left = self.max_reopens
+    def _drop(self) -> None:
+        """Forget the current connection (its state is unknown); the next send reopens."""
+        self._discard(self._yag)
+        self._yag = None
+
+    def _open_or_remember(self, context: str) -> None:
+        """Open a connection; on failure remember why, for every later send of this batch."""
         try:
             self._open()
         except (smtplib.SMTPException, OSError, ValueError) as exc:
-            self._fatal = self._error(exc, "connect failed")
+            outcome, fault = connection_fault(exc)
+            self._fatal = (outcome, self._error(exc, context), fault)
+
+    def __enter__(self) -> SmtpTransport:
+        """Open the batch connection; on failure every send reports why, without raising."""
+        self._fatal = None
+        self._reopens_left = self.max_reopens
+        self._open_or_remember("connect failed")
         return self
 
     def __exit__(
@@ -513,55 +613,105 @@ class SmtpTransport:
             return False
         return code == 250
 
-    def _ensure_connection(self) -> str | None:
-        """Make sure a live connection exists, reopening once if needed; return an error."""
+    def _ensure_connection(self) -> None:
+        """Make sure a live connection exists, reopening once if needed (else ``_fatal``)."""
         if self._fatal is not None:
-            return self._fatal
+            return
         if self._yag is not None and self._alive():
-            return None
-        self._discard(self._yag)
-        self._yag = None
+            return
+        self._drop()
         if self._reopens_left <= 0:
-            self._fatal = "connection lost and reopen budget exhausted"
-            return self._fatal
+            self._fatal = (SendOutcome.TRANSIENT, "connection lost and reopen budget exhausted",
+                           TransportFault.UNREACHABLE)
+            return
         self._reopens_left -= 1
-        try:
-            self._open()
-        except (smtplib.SMTPException, OSError, ValueError) as exc:
-            self._fatal = self._error(exc, "reconnect failed")
-            return self._fatal
-        return None
+        self._open_or_remember("reconnect failed")
 
     def send(self, msg: OutgoingMessage) -> SendResult:
-        """Send one message exactly once over the batch connection and classify the result."""
+        """Send one message at most once over the batch connection and classify the result."""
         message_id = msg.message_id
         try:
             mime = build_mime(msg)
+            recipients = [ascii_domain(rcpt) for rcpt in msg.recipients]
         except (ValueError, TypeError) as exc:
             return SendResult(msg.key, SendOutcome.PERMANENT, message_id, self._error(exc))
-        problem = self._ensure_connection()
-        if problem is not None:
-            return SendResult(msg.key, SendOutcome.TRANSIENT, message_id, problem)
-        smtp = self._yag.smtp
+        self._ensure_connection()
+        if self._fatal is not None:
+            outcome, error, fault = self._fatal
+            return SendResult(msg.key, outcome, message_id, error, fault)
         self._used = True
+        return self._transact(msg.key, message_id, mime, recipients)
+
+    def _refused(self, key: str, message_id: str, step: str, code: int,
+                 reply: bytes | str) -> SendResult:
+        """A refused transaction: RSET it (or drop the connection), then say what it means."""
+        error = self._redact(f"{step} refused: {code} {_decode(reply)}")
+        if code == 421:  # the server is closing the connection
+            self._drop()
+        else:
+            try:
+                self._yag.smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+        if step == "MAIL FROM" and code >= 500:
+            # The envelope sender is refused (or login is required): no message will pass.
+            self._fatal = (SendOutcome.HELD, error, TransportFault.REFUSED)
+            return SendResult(key, SendOutcome.HELD, message_id, error, TransportFault.REFUSED)
+        outcome = SendOutcome.PERMANENT if code >= 500 else SendOutcome.TRANSIENT
+        return SendResult(key, outcome, message_id, error)
+
+    def _transact(self, key: str, message_id: str, mime: EmailMessage,
+                  recipients: list[str]) -> SendResult:
+        """MAIL, RCPT, DATA, the message, the final dot; each reply decides what happens."""
+        smtp = self._yag.smtp
+        sender = ascii_domain(self.envelope_sender or email.utils.parseaddr(mime["From"])[1])
+        utf8 = not all(addr.isascii() for addr in (sender, *recipients))
+        if utf8 and not smtp.has_extn("smtputf8"):
+            return SendResult(key, SendOutcome.PERMANENT, message_id,
+                              "an address has a non-ASCII local part and the server does not "
+                              "offer SMTPUTF8: " + ", ".join(a for a in recipients
+                                                             if not a.isascii()))
         try:
-            refused = smtp.send_message(
-                mime,
-                from_addr=self.envelope_sender or email.utils.parseaddr(msg.sender)[1],
-                to_addrs=list(msg.recipients),
-            )
+            data = _flatten(mime, utf8=utf8)
+            code, reply = smtp.mail(sender, ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else [])
+            if code != 250:
+                return self._refused(key, message_id, "MAIL FROM", code, reply)
+            refused: dict[str, tuple[int, bytes]] = {}
+            for rcpt in recipients:
+                code, reply = smtp.rcpt(rcpt)
+                if code == 421:
+                    return self._refused(key, message_id, f"RCPT TO {rcpt}", code, reply)
+                if code not in (250, 251):
+                    refused[rcpt] = (code, reply)
+            if len(refused) == len(recipients):
+                codes = [c for c, _ in refused.values()]
+                worst = min(codes) if any(c < 500 for c in codes) else codes[0]
+                details = "; ".join(f"{r}: {c} {_decode(t)}" for r, (c, t) in refused.items())
+                return self._refused(key, message_id, "RCPT TO", worst,
+                                     details.split(": ", 1)[1] if len(refused) == 1 else details)
+            code, reply = smtp.docmd("DATA")
+            if code != 354:
+                return self._refused(key, message_id, "DATA", code, reply)
+            smtp.send(data)
         except (smtplib.SMTPException, OSError, ValueError) as exc:
-            outcome = classify_error(exc)
+            # Before the final dot was handed over: the server keeps nothing of it.
             if _is_connection_error(exc):
-                self._discard(self._yag)  # delivery state unknown; next send reconnects
-            return SendResult(msg.key, outcome, message_id, self._error(exc))
+                self._drop()
+            return SendResult(key, classify_error(exc), message_id, self._error(exc))
+        try:
+            code, reply = smtp.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            return SendResult(key, SendOutcome.UNCERTAIN, message_id,
+                              self._error(exc, "no reply after the message was handed over"))
+        if code != 250:
+            return self._refused(key, message_id, "message", code, reply)
         if refused:
             # Accepted for some recipients: a retry would duplicate, so this counts as sent.
             details = "; ".join(f"{r}: {c} {_decode(t)}" for r, (c, t) in refused.items())
-            return SendResult(
-                msg.key, SendOutcome.SENT, message_id, self._redact(f"partially refused: {details}")
-            )
-        return SendResult(msg.key, SendOutcome.SENT, message_id, None)
+            return SendResult(key, SendOutcome.SENT, message_id,
+                              self._redact(f"partially refused: {details}"))
+        return SendResult(key, SendOutcome.SENT, message_id, None)
 
 
 def safe_filename(key: str) -> str:

@@ -3,7 +3,13 @@
 Delivery claims a batch (status queued -> sending, committed) before handing anything to SMTP and
 records each result right after. A crash between "SMTP accepted" and "recorded as sent" leaves the
 row in `sending`; the next delivery marks such rows `uncertain` and tells the owner, rather than
-sending them a second time.
+sending them a second time. So does a message the server took with no reply after it.
+
+What each SMTP outcome does to a row (the transport decides the outcome, `tasks.mailer`):
+sent -> sent; transient -> queued again after a backoff (client mail: inside business hours),
+failed after MAX_ATTEMPTS; permanent -> failed, owner told; uncertain -> uncertain, owner told,
+never re-sent; held (the server refuses us: login, sender, TLS) -> queued again with its attempt
+given back, and the transport alarm raised (`tasks.transport_alarm`), which does not go by mail.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from tasks.mailer import (
 )
 from tasks.records import log_event
 from tasks.render import Rendered, catalog, render_message
+from tasks.transport_alarm import TransportAlarm, announce, clear_alarm, raise_alarm
 
 MAX_ATTEMPTS = 6
 BACKOFF_MINUTES = (5, 15, 45, 120, 360)
@@ -48,7 +55,7 @@ def transport_for(settings: Settings) -> Transport:
         host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_username,
         password=password, starttls=settings.smtp_starttls, ssl=settings.smtp_ssl,
         verify_tls=settings.smtp_verify_tls, timeout=settings.smtp_timeout,
-        sender=_sender_address(settings),
+        connect_timeout=settings.smtp_connect_timeout, sender=_sender_address(settings),
     ))
 
 
@@ -187,6 +194,7 @@ class DeliveryReport:
     retried: int = 0
     failed: int = 0
     uncertain: int = 0
+    held: int = 0
 
 
 def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settings, *,
@@ -200,13 +208,33 @@ def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settin
     if not claimed:
         return report
     sender = str(playbook.business.sender.email)
+    fault: tuple[str, str] | None = None
     with transport_for(settings) as transport:
         for row in claimed:
             result = transport.send(_outgoing(row, sender))
             with factory() as session, session.begin():
                 _record(session, playbook, row.id, result.outcome, result.message_id,
                         result.error, now, report)
+            if result.fault is not None and fault is None:
+                fault = (result.fault.value, result.error or result.fault.value)
+    _update_alarm(factory, fault, flowing=report.sent > 0, now=now)
     return report
+
+
+def _update_alarm(factory: sessionmaker[Session], fault: tuple[str, str] | None, *,
+                  flowing: bool, now: dt.datetime) -> None:
+    """Raise the transport alarm for a fault (once per outage), clear it when mail flowed."""
+    if fault is None and not flowing:
+        return
+    raised: TransportAlarm | None = None
+    cleared = False
+    with factory() as session, session.begin():
+        if fault is not None:
+            raised = raise_alarm(session, *fault, now=now)
+        elif flowing:
+            cleared = clear_alarm(session, now=now)
+    if raised is not None or cleared:
+        announce(raised)
 
 
 def _claim(session: Session, now: dt.datetime, onboarding_id: int | None,
@@ -252,9 +280,22 @@ def _record(session: Session, playbook: Playbook, row_id: int, outcome: SendOutc
                   late_business_minutes=row.late_business_minutes)
         return
     row.last_error = error
+    if outcome is SendOutcome.HELD:
+        # Nothing reached the server: give the attempt back; it goes when the server takes us.
+        row.status, row.attempts = "queued", row.attempts - 1
+        report.held += 1
+        return
+    if outcome is SendOutcome.UNCERTAIN:
+        _mark_uncertain(session, playbook, row, now,
+                        problem=error or "no reply after the message was handed over")
+        report.uncertain += 1
+        return
     if outcome is SendOutcome.TRANSIENT and row.attempts < MAX_ATTEMPTS:
         wait = BACKOFF_MINUTES[min(row.attempts - 1, len(BACKOFF_MINUTES) - 1)]
-        row.status, row.next_attempt_at = "queued", now + dt.timedelta(minutes=wait)
+        retry_at = now + dt.timedelta(minutes=wait)
+        if row.audience == "client":
+            retry_at = next_send_window(playbook, retry_at)  # clients: business hours only
+        row.status, row.next_attempt_at = "queued", retry_at
         report.retried += 1
         log_event(session, "message_retry", actor="handoff", onboarding_id=row.onboarding_id,
                   at=now, template=row.template, attempts=row.attempts, error=error)
@@ -272,14 +313,18 @@ def _mark_orphans(session: Session, playbook: Playbook, now: dt.datetime) -> int
     orphans = list(session.scalars(select(Communication).where(
         Communication.status == "sending", Communication.claimed_at < utcnow() - SENDING_LEASE)))
     for row in orphans:
-        row.status = "uncertain"
-        log_event(session, "message_uncertain", actor="handoff",
-                  onboarding_id=row.onboarding_id, at=now, template=row.template,
-                  key=row.idempotency_key)
-        _notify_owner(session, playbook, row, now, reason="uncertain",
-                      problem="the sender stopped while handing this message to the mail "
-                              "server; check the recipient's inbox before re-sending")
+        _mark_uncertain(session, playbook, row, now,
+                        problem="the sending process stopped before recording the reply")
     return len(orphans)
+
+
+def _mark_uncertain(session: Session, playbook: Playbook, row: Communication,
+                    now: dt.datetime, *, problem: str) -> None:
+    """The message may have been delivered: never resend it, tell the owner what to check."""
+    row.status = "uncertain"
+    log_event(session, "message_uncertain", actor="handoff", onboarding_id=row.onboarding_id,
+              at=now, template=row.template, key=row.idempotency_key)
+    _notify_owner(session, playbook, row, now, reason="uncertain", problem=problem)
 
 
 def _notify_owner(session: Session, playbook: Playbook, row: Communication, now: dt.datetime,

@@ -7,6 +7,10 @@ Usage::
         server.messages[0].message["Subject"]
 
     server.fail_next(451, stage="RCPT", count=2)        # next 2 transactions get 451 on RCPT
+    server.fail_next(451, stage="DATA_CMD")             # 451 to the DATA command (before 354)
+    server.drop_after_dot = 1                           # take the next message, close, no reply
+    server.greeting_reply = "554 go away"               # refuse at the greeting
+    server.offer_smtputf8 = False                       # do not advertise SMTPUTF8
     server.greeting_delay = 3.0                         # slow 220 greeting
     server.data_delay = 3.0                             # slow reply to the end of DATA
     server.stop(); server.start()                       # refuse connections, then listen again
@@ -35,7 +39,8 @@ from typing import Any, Literal
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-Stage = Literal["MAIL", "RCPT", "DATA"]
+# DATA is the reply after the final dot; DATA_CMD the reply to the DATA command itself.
+Stage = Literal["MAIL", "RCPT", "DATA_CMD", "DATA"]
 
 # aiosmtpd logs sessions and expected TLS handshake failures; AUTH without TLS is intended.
 logging.getLogger("mail.log").setLevel(logging.CRITICAL)
@@ -105,6 +110,17 @@ class _Handler:
         if plan is not None and plan.stage == "DATA":
             return f"{plan.code} {plan.text}"
         raw = envelope.original_content or b""
+        if self.owner._take_drop_after_dot():
+            # The message arrived whole; the connection dies before the 250 reaches the client.
+            self._accept(session, envelope, raw)
+            assert isinstance(server.transport, asyncio.Transport)
+            server.transport.abort()
+            return "250 OK: queued (never seen by the client)"
+        self._accept(session, envelope, raw)
+        return "250 OK: queued"
+
+    def _accept(self, session: Session, envelope: Envelope, raw: bytes) -> None:
+        """Record one accepted message."""
         parsed = BytesParser(policy=policy.default).parsebytes(raw)
         assert isinstance(parsed, EmailMessage)
         auth = session.auth_data
@@ -118,7 +134,6 @@ class _Handler:
                 login=login,
             )
         )
-        return "250 OK: queued"
 
 
 class _LoopbackSMTP(SMTP):
@@ -142,10 +157,36 @@ class _LoopbackSMTP(SMTP):
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
-        """Optionally sleep before sending the 220 greeting."""
+        """Optionally sleep before the 220 greeting, or refuse the session at the greeting."""
         if self._owner.greeting_delay:
             await asyncio.sleep(self._owner.greeting_delay)
+        if self._owner.greeting_reply:
+            await self.push(self._owner.greeting_reply)
+            assert self.transport is not None
+            self.transport.close()
+            return
         await super()._handle_client()
+
+    async def smtp_EHLO(self, hostname: str) -> None:  # noqa: N802 - aiosmtpd hook name
+        """EHLO, optionally without the SMTPUTF8 extension (a server of the old kind)."""
+        self.enable_SMTPUTF8 = self._owner.offer_smtputf8
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_RSET(self, arg: str) -> None:  # noqa: N802 - aiosmtpd hook name
+        """Count RSETs (a client must send one after a refused transaction)."""
+        with self._owner._lock:
+            self._owner.rsets += 1
+        await super().smtp_RSET(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd hook name
+        """Refuse the DATA command itself (before 354) when scripted; else the normal DATA."""
+        plan: _FailurePlan | None = getattr(self.envelope, "loopback_failure", None)
+        if plan is not None and plan.stage == "DATA_CMD" and self.envelope is not None \
+                and self.envelope.rcpt_tos:
+            # Like many servers, keep the transaction open: the client must RSET before MAIL.
+            await self.push(f"{plan.code} {plan.text}")
+            return
+        await super().smtp_DATA(arg)
 
 
 class LoopbackSmtp:
@@ -172,6 +213,10 @@ class LoopbackSmtp:
         self.data_delay = 0.0
         self.refuse_recipients: dict[str, int] = {}
         self.auth_failure_message: str | None = None
+        self.greeting_reply: str | None = None
+        self.offer_smtputf8 = True
+        self.drop_after_dot = 0
+        self.rsets = 0
         self.count_connections = 0
         self.auth_attempts = 0
         self._messages: list[ReceivedMessage] = []
@@ -288,7 +333,7 @@ class LoopbackSmtp:
     def fail_next(
         self, code: int, *, stage: Stage = "RCPT", count: int = 1, text: str | None = None
     ) -> None:
-        """Answer ``code`` at ``stage`` (MAIL/RCPT/DATA) for the next ``count`` transactions."""
+        """Answer ``code`` at ``stage`` for the next ``count`` transactions."""
         if not 400 <= code <= 599:
             raise ValueError(f"failure code must be 4xx or 5xx, got {code}")
         with self._lock:
@@ -301,9 +346,13 @@ class LoopbackSmtp:
             self._failure = None
             self.count_connections = 0
             self.auth_attempts = 0
+            self.rsets = 0
         self.greeting_delay = self.data_delay = 0.0
         self.refuse_recipients = {}
         self.auth_failure_message = None
+        self.greeting_reply = None
+        self.offer_smtputf8 = True
+        self.drop_after_dot = 0
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -365,6 +414,14 @@ class LoopbackSmtp:
                 return None
             plan.remaining -= 1
             return plan
+
+    def _take_drop_after_dot(self) -> bool:
+        """Consume one scripted drop after the final dot."""
+        with self._lock:
+            if self.drop_after_dot <= 0:
+                return False
+            self.drop_after_dot -= 1
+            return True
 
     def _record(self, message: ReceivedMessage) -> None:
         """Store an accepted message."""

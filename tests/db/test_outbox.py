@@ -7,7 +7,9 @@ crash mid-send, duplicate keys and two delivery passes racing for the same queue
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
+from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -30,6 +32,7 @@ from tasks.outbox import (
     enqueue,
     enqueue_many,
 )
+from tasks.transport_alarm import TransportAlarm, current_alarm, on_transport_alarm
 from tests.factories import new_onboarding
 from tests.smtp_server import LoopbackSmtp
 
@@ -182,6 +185,8 @@ def test_transient_failures_past_the_retry_budget_fail_and_escalate(
         factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
         smtp: LoopbackSmtp) -> None:
     queue(factory, playbook, drafts(factory, playbook, ob_id, 1))
+    with factory() as session, session.begin():  # a team message: no business-hours window
+        session.execute(update(Communication).values(audience="team"))
     smtp.fail_next(421, stage="MAIL", count=MAX_ATTEMPTS)
 
     at, schedule = NOW, []
@@ -325,3 +330,132 @@ def test_two_concurrent_deliveries_send_each_message_once(
     ids = [str(m.message["Message-ID"]) for m in smtp.messages]
     assert len(ids) == len(set(ids)) == 40
     assert {(r.status, r.attempts) for r in rows(factory)} == {("sent", 1)}
+
+
+# -- what is known after DATA decides: uncertain, RSET, business hours, the transport alarm ----
+
+
+def test_no_reply_after_the_final_dot_is_uncertain_never_resent_and_the_owner_told(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+        smtp: LoopbackSmtp) -> None:
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 1))
+    smtp.drop_after_dot = 1  # the server takes the message; its 250 never reaches us
+
+    assert counts(send(factory, playbook, NOW)) == (0, 0, 0, 1)
+    assert counts(send(factory, playbook, NOW + minutes(1))) == (1, 0, 0, 0)  # the notice
+    welcome, notice = rows(factory)
+    assert (welcome.status, welcome.attempts, welcome.sent_at) == ("uncertain", 1, None)
+    assert (notice.template, notice.recipients, notice.status) == (
+        "delivery_failure", OWNER, "sent")
+    assert "may not have been delivered" in notice.body_text
+    assert "no reply after the message was handed over" in notice.body_text
+    for later in (minutes(5), minutes(60), dt.timedelta(days=1)):
+        assert counts(send(factory, playbook, NOW + later)) == (0, 0, 0, 0)
+    welcome_ids = [m.message["Message-ID"] for m in smtp.messages if m.rcpt_tos == (CONTACT,)]
+    assert len(welcome_ids) == 1  # received once, never re-sent
+    assert len(events(factory, "message_uncertain")) == 1
+
+
+def test_a_refused_data_command_is_reset_and_the_next_message_goes_out(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+        smtp: LoopbackSmtp) -> None:
+    # The server answers 451 to DATA and keeps the transaction open; without RSET the next
+    # message's MAIL gets "503 nested MAIL command" and fails for good.
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 2))
+    smtp.fail_next(451, stage="DATA_CMD", count=1)
+
+    assert counts(send(factory, playbook, NOW)) == (1, 1, 0, 0)
+    first, second = rows(factory)
+    assert (first.status, second.status) == ("queued", "sent")
+    assert smtp.rsets == 1
+    assert counts(send(factory, playbook, NOW + minutes(5))) == (1, 0, 0, 0)
+    assert [r.status for r in rows(factory)] == ["sent", "sent"]  # no owner notice either
+    assert len(smtp.messages) == 2
+
+
+def test_a_client_retry_waits_for_business_hours(factory: sessionmaker[Session],
+                                                 playbook: Playbook, ob_id: int,
+                                                 smtp: LoopbackSmtp) -> None:
+    late = NOW.replace(hour=16, minute=58)  # a 5-minute backoff would land at 17:03
+    client_draft, team_draft = drafts(factory, playbook, ob_id, 2)
+    queue(factory, playbook, [client_draft, team_draft], now=late)
+    with factory() as session, session.begin():
+        session.execute(update(Communication).where(
+            Communication.idempotency_key == team_draft.key).values(audience="team"))
+    smtp.fail_next(451, stage="MAIL", count=2)
+
+    assert counts(send(factory, playbook, late)) == (0, 2, 0, 0)
+    client_row, team_row = rows(factory)
+    assert client_row.next_attempt_at == dt.datetime(2026, 11, 25, 9, 0, tzinfo=NY)
+    assert team_row.next_attempt_at == late + minutes(5)
+    assert counts(send(factory, playbook, late + minutes(7))) == (1, 0, 0, 0)  # 17:05: team
+    assert counts(send(factory, playbook, dt.datetime(2026, 11, 25, 9, 0, tzinfo=NY))) == (
+        1, 0, 0, 0)
+    assert [m.rcpt_tos for m in smtp.messages] == [(CONTACT,), (CONTACT,)]
+
+
+@pytest.fixture
+def alarms() -> Iterator[list[TransportAlarm | None]]:
+    """What the transport alarm hook was told, in order."""
+    seen: list[TransportAlarm | None] = []
+    from tasks import transport_alarm
+
+    on_transport_alarm(seen.append)
+    yield seen
+    transport_alarm._hooks.remove(seen.append)
+
+
+def test_auth_failure_holds_mail_raises_one_alarm_outside_mail_and_clears(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        alarms: list[TransportAlarm | None]) -> None:
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 2))
+    with LoopbackSmtp(username="mailer", password="right") as server:
+        for name, value in (("HOST", server.host), ("PORT", str(server.port)),
+                            ("STARTTLS", "false"), ("USERNAME", "mailer"),
+                            ("PASSWORD", "expired")):
+            monkeypatch.setenv(f"HANDOFF_SMTP_{name}", value)
+        get_settings.cache_clear()
+        with caplog.at_level(logging.ERROR, logger="handoff.mail"):
+            for later in (0, 5, 60, 600):  # every pass: one login, nothing spent, no new alarm
+                assert send(factory, playbook, NOW + minutes(later)).held == 2
+        assert [(r.status, r.attempts) for r in rows(factory)] == [("queued", 0)] * 2
+        assert len(rows(factory)) == 2  # no "undeliverable" notice over the failing server
+        assert server.count_connections == 4 and server.messages == []
+        (raised,) = events(factory, "transport_alarm")
+        assert raised.detail["fault"] == "auth" and "535" in raised.detail["detail"]
+        assert "expired" not in raised.detail["detail"]
+        (record,) = [r for r in caplog.records if "MAIL IS NOT GOING OUT" in r.getMessage()]
+        assert record.levelno == logging.ERROR
+        with factory() as session:
+            alarm = current_alarm(session)
+        assert alarm is not None and alarm.fault == "auth"
+        assert [a.fault if a else None for a in alarms] == ["auth"]
+
+        monkeypatch.setenv("HANDOFF_SMTP_PASSWORD", "right")
+        get_settings.cache_clear()
+        assert counts(send(factory, playbook, NOW + minutes(601))) == (2, 0, 0, 0)
+    assert [(r.status, r.attempts) for r in rows(factory)] == [("sent", 1)] * 2
+    assert len(events(factory, "transport_alarm_cleared")) == 1
+    with factory() as session:
+        assert current_alarm(session) is None
+    assert [a.fault if a else None for a in alarms] == ["auth", None]
+
+
+def test_no_greeting_costs_one_short_timeout_per_pass_not_per_message(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int, smtp: LoopbackSmtp,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    queue(factory, playbook, drafts(factory, playbook, ob_id, 10))
+    monkeypatch.setenv("HANDOFF_SMTP_CONNECT_TIMEOUT", "0.5")
+    get_settings.cache_clear()
+    smtp.greeting_delay = 5.0
+
+    assert counts(send(factory, playbook, NOW)) == (0, 10, 0, 0)
+    assert smtp.count_connections == 1  # one wait for the whole pass
+    assert all("timed out" in (r.last_error or "") for r in rows(factory))
+    (raised,) = events(factory, "transport_alarm")
+    assert raised.detail["fault"] == "unreachable"
+
+    smtp.greeting_delay = 0.0
+    assert counts(send(factory, playbook, NOW + minutes(5))) == (10, 0, 0, 0)
+    assert len(events(factory, "transport_alarm_cleared")) == 1

@@ -21,6 +21,7 @@ from tasks.mailer import (
     SmtpConfig,
     SmtpTransport,
     Transport,
+    TransportFault,
     build_mime,
     classify_error,
     message_id_for,
@@ -227,17 +228,24 @@ def test_login_and_password_never_leaks(auth_server: LoopbackSmtp) -> None:
     bad = config(auth_server, username="apikey", password=wrong)
     with SmtpTransport(bad) as transport:
         failed = transport.send(make_msg())
-    assert failed.outcome is SendOutcome.TRANSIENT
+        later = transport.send(make_msg("after-535"))
+    # A refused login will not heal by retrying: mail is held and the fault names the login.
+    assert (failed.outcome, failed.fault) == (SendOutcome.HELD, TransportFault.AUTH)
+    assert (later.outcome, later.fault) == (SendOutcome.HELD, TransportFault.AUTH)
+    assert auth_server.count_connections == 2  # one login per batch, not one per message
     assert failed.error is not None and "535" in failed.error
     assert wrong not in failed.error and PASSWORD not in failed.error
     assert wrong not in repr(failed)
 
 
 def test_unauthenticated_client_is_refused(auth_server: LoopbackSmtp) -> None:
-    """Without login the server answers 530 to MAIL, which is PERMANENT for the message."""
+    """Without login the server answers 530 to MAIL FROM: no message can pass, so the batch is
+    held (the transport's fault, not the message's) and nothing more is tried."""
     with SmtpTransport(config(auth_server)) as transport:
         result = transport.send(make_msg())
-    assert result.outcome is SendOutcome.PERMANENT
+        second = transport.send(make_msg("second"))
+    assert (result.outcome, result.fault) == (SendOutcome.HELD, TransportFault.REFUSED)
+    assert (second.outcome, second.fault) == (SendOutcome.HELD, TransportFault.REFUSED)
     assert result.error is not None and "530" in result.error
 
 
@@ -252,23 +260,90 @@ def test_username_without_password_is_a_config_error() -> None:
     [
         ("MAIL", 451, SendOutcome.TRANSIENT),
         ("RCPT", 450, SendOutcome.TRANSIENT),
+        ("DATA_CMD", 451, SendOutcome.TRANSIENT),
         ("DATA", 452, SendOutcome.TRANSIENT),
-        ("MAIL", 553, SendOutcome.PERMANENT),
         ("RCPT", 550, SendOutcome.PERMANENT),
+        ("DATA_CMD", 554, SendOutcome.PERMANENT),
         ("DATA", 554, SendOutcome.PERMANENT),
     ],
 )
 def test_reply_codes_are_classified(
     server: LoopbackSmtp, stage: str, code: int, expected: SendOutcome
 ) -> None:
-    """4xx -> TRANSIENT, 5xx -> PERMANENT; later messages still go out on the same connection."""
+    """4xx -> TRANSIENT, 5xx -> PERMANENT, each refused transaction RSET before the next, so
+    later messages still go out on the same connection (a server that keeps a transaction open
+    after refusing DATA answers the next MAIL with 503 unless the client resets)."""
     server.fail_next(code, stage=stage, count=2)  # type: ignore[arg-type]
     with SmtpTransport(config(server)) as transport:
         results = [transport.send(make_msg(f"code-{i}")) for i in range(3)]
     assert [r.outcome for r in results] == [expected, expected, SendOutcome.SENT]
+    assert all(r.fault is None for r in results)
     assert str(code) in (results[0].error or "")
+    assert server.rsets == 2
     assert server.count_connections == 1
     assert [m.message["Message-ID"] for m in server.messages] == [results[2].message_id]
+
+
+def test_sender_refused_holds_the_batch(server: LoopbackSmtp) -> None:
+    """A 5xx to MAIL FROM refuses the envelope sender every message shares: the batch is held
+    with a transport fault and no further transaction is tried."""
+    server.fail_next(553, stage="MAIL", count=1, text="sender not allowed")
+    with SmtpTransport(config(server)) as transport:
+        results = [transport.send(make_msg(f"sender-{i}")) for i in range(3)]
+    assert {(r.outcome, r.fault) for r in results} == {(SendOutcome.HELD,
+                                                         TransportFault.REFUSED)}
+    assert "553 sender not allowed" in (results[2].error or "")
+    assert server.messages == []
+
+
+def test_no_reply_after_the_final_dot_is_uncertain(server: LoopbackSmtp) -> None:
+    """The server takes the whole message and the connection dies before its 250: delivery is
+    unknown, so the result is UNCERTAIN (never TRANSIENT, which would send it again); the next
+    message goes out on a new connection."""
+    server.drop_after_dot = 1
+    with SmtpTransport(config(server)) as transport:
+        lost = transport.send(make_msg("dot-1"))
+        after = transport.send(make_msg("dot-2"))
+    assert lost.outcome is SendOutcome.UNCERTAIN
+    assert "no reply after the message was handed over" in (lost.error or "")
+    assert after.outcome is SendOutcome.SENT
+    assert [m.message["Message-ID"] for m in server.messages] == [lost.message_id,
+                                                                  after.message_id]
+    assert server.count_connections == 2
+
+
+def test_greeting_refusal_holds_the_batch(server: LoopbackSmtp) -> None:
+    """554 at the greeting is the server refusing us: HELD with a transport fault, one try."""
+    server.greeting_reply = "554 5.7.1 no service for you"
+    with SmtpTransport(config(server)) as transport:
+        results = [transport.send(make_msg(f"greet-{i}")) for i in range(3)]
+    assert {(r.outcome, r.fault) for r in results} == {(SendOutcome.HELD,
+                                                         TransportFault.REFUSED)}
+    assert "554" in (results[0].error or "")
+    assert server.count_connections == 1
+
+
+def test_idn_domain_is_idna_encoded_and_a_utf8_local_part_needs_smtputf8(
+    server: LoopbackSmtp,
+) -> None:
+    """pat@bücher.example goes out as pat@xn--bcher-kva.example on any server (envelope and
+    To header); a non-ASCII local part goes out only where the server offers SMTPUTF8."""
+    server.offer_smtputf8 = False
+    with SmtpTransport(config(server)) as transport:
+        idn = transport.send(make_msg("idn-1", to=("Zoë Pat <pat@bücher.example>",)))
+        local = transport.send(make_msg("idn-2", to=("josé@example.org",)))
+    assert idn.outcome is SendOutcome.SENT
+    assert local.outcome is SendOutcome.PERMANENT
+    assert "SMTPUTF8" in (local.error or "")
+    (received,) = server.messages
+    assert received.rcpt_tos == ("pat@xn--bcher-kva.example",)
+    assert received.message["To"].addresses[0].addr_spec == "pat@xn--bcher-kva.example"
+    assert received.message["To"].addresses[0].display_name == "Zoë Pat"
+    server.offer_smtputf8 = True
+    with SmtpTransport(config(server)) as transport:
+        assert transport.send(make_msg("idn-3", to=("josé@example.org",))).outcome \
+            is SendOutcome.SENT
+    assert server.messages[-1].rcpt_tos == ("josé@example.org",)
 
 
 def test_mixed_recipient_refusals(server: LoopbackSmtp) -> None:
@@ -298,24 +373,28 @@ def test_server_stopped_is_transient(server: LoopbackSmtp) -> None:
 
 
 def test_slow_greeting_times_out_as_transient(server: LoopbackSmtp) -> None:
-    """A greeting slower than the timeout gives TRANSIENT after about ``timeout`` seconds."""
+    """A greeting slower than ``connect_timeout`` gives TRANSIENT (an unreachable transport)
+    once per batch, not once per message, and the longer reply timeout does not apply."""
     server.greeting_delay = 5.0
     started = time.monotonic()
-    with SmtpTransport(config(server, timeout=1.0)) as transport:
-        results = [transport.send(make_msg(f"slow-{i}")) for i in range(3)]
+    with SmtpTransport(config(server, timeout=30.0, connect_timeout=1.0)) as transport:
+        results = [transport.send(make_msg(f"slow-{i}")) for i in range(5)]
     elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 2.0
-    assert {r.outcome for r in results} == {SendOutcome.TRANSIENT}
+    assert 0.9 <= elapsed < 2.5
+    assert {(r.outcome, r.fault) for r in results} == {(SendOutcome.TRANSIENT,
+                                                         TransportFault.UNREACHABLE)}
     assert "timed out" in (results[0].error or "")
+    assert server.count_connections == 1
 
 
-def test_slow_data_reply_is_transient(server: LoopbackSmtp) -> None:
-    """No reply to the end of DATA within the timeout gives TRANSIENT, not an exception."""
+def test_slow_data_reply_is_uncertain(server: LoopbackSmtp) -> None:
+    """No reply after the final dot within the timeout: the server has the message and may
+    deliver it, so the result is UNCERTAIN (never re-sent), not an exception."""
     server.data_delay = 3.0
     started = time.monotonic()
     with SmtpTransport(config(server, timeout=0.5)) as transport:
         result = transport.send(make_msg())
-    assert result.outcome is SendOutcome.TRANSIENT
+    assert result.outcome is SendOutcome.UNCERTAIN
     assert time.monotonic() - started < 2.0
 
 
@@ -347,7 +426,7 @@ def test_starttls_verifies_certificates(
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # read by ssl.create_default_context()
         with SmtpTransport(config(srv, starttls=True)) as transport:
             trusted = transport.send(make_msg("tls-3"))
-    assert untrusted.outcome is SendOutcome.TRANSIENT
+    assert (untrusted.outcome, untrusted.fault) == (SendOutcome.HELD, TransportFault.TLS)
     assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.error or "")
     assert unverified.outcome is SendOutcome.SENT
     assert trusted.outcome is SendOutcome.SENT
@@ -367,7 +446,7 @@ def test_tls_hostname_is_checked_and_implicit_ssl_works(
     with LoopbackSmtp(implicit_tls_context=bad_ctx) as srv:
         with SmtpTransport(config(srv, ssl=True)) as transport:
             mismatch = transport.send(make_msg())
-    assert mismatch.outcome is SendOutcome.TRANSIENT
+    assert (mismatch.outcome, mismatch.fault) == (SendOutcome.HELD, TransportFault.TLS)
     assert "mismatch" in (mismatch.error or "").lower()
 
 
