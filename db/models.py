@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -182,14 +183,15 @@ class Communication(Base):
     created_at: Mapped[dt.datetime]
     due_at: Mapped[dt.datetime | None]
     sent_at: Mapped[dt.datetime | None]
-    message_id: Mapped[str | None] = mapped_column(String(200))
+    message_id: Mapped[str | None] = mapped_column(String(200), index=True)  # replies thread
     sla_key: Mapped[str | None] = mapped_column(String(64))
     late_business_minutes: Mapped[int | None] = mapped_column(Integer)
     cycle: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued', 'sending', 'sent', 'failed', 'uncertain')", name="status_known"
+            "status IN ('queued', 'sending', 'sent', 'failed', 'uncertain', 'bounced')",
+            name="status_known"
         ),
     )
 
@@ -205,6 +207,8 @@ class ClientResponse(Base):
     template: Mapped[str | None] = mapped_column(String(64))
     at: Mapped[dt.datetime]
     note: Mapped[str | None] = mapped_column(Text)
+    # The reply's own Message-ID when the inbox sweep recorded it: one response per message.
+    message_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     __table_args__ = (
         CheckConstraint("kind IN ('response', 'followup_request', 'clarification')", name="kind"),
     )
@@ -382,4 +386,42 @@ class DealCursor(Base):
 
     source: Mapped[str] = mapped_column(String(20), primary_key=True)
     cursor: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[dt.datetime]
+
+
+class InboundMessage(Base):
+    """A message from the onboarding mailbox that concerns an onboarding; one per Message-ID."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    mailbox: Mapped[str] = mapped_column(String(400))
+    uid: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(20))  # reply | auto_reply | bounce
+    matched_by: Mapped[str] = mapped_column(String(20))  # thread | reply_to | contact
+    probable: Mapped[bool] = mapped_column(Boolean, default=False)  # contact match: not acted on
+    onboarding_id: Mapped[int | None] = mapped_column(ForeignKey("onboardings.id"), index=True)
+    communication_id: Mapped[int | None] = mapped_column(ForeignKey("communications.id"),
+                                                         index=True)
+    sender: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(Text)
+    sent_at: Mapped[dt.datetime]  # the message's Date, never later than when it was read
+    read_at: Mapped[dt.datetime]
+    excerpt: Mapped[str | None] = mapped_column(Text)  # a reply's first lines
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # why classified so
+    __table_args__ = (
+        CheckConstraint("kind IN ('reply', 'auto_reply', 'bounce')", name="kind_known"),
+        CheckConstraint("matched_by IN ('thread', 'reply_to', 'contact')", name="match_known"),
+    )
+
+
+class MailboxCursor(Base):
+    """How far the inbox sweep has read one mailbox folder: its UIDVALIDITY and last UID."""
+
+    __tablename__ = "mailbox_cursors"
+
+    mailbox: Mapped[str] = mapped_column(String(400), primary_key=True)  # user@host:port/folder
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime]

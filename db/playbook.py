@@ -247,6 +247,17 @@ class Deals(_Model):
     terms_from_deal: bool = False
 
 
+class Pause(_Model):
+    within: float = Field(gt=0)
+    unit: TimeUnit
+
+
+class Inbox(_Model):
+    """What the inbox sweep does with what it reads: a client reply pauses the reminders."""
+
+    pause_after_reply: Pause = Pause(within=1, unit=TimeUnit.BUSINESS_DAYS)
+
+
 class Playbook(_Model):
     version: str = Field(min_length=1)
     business: Business
@@ -262,6 +273,7 @@ class Playbook(_Model):
     packet_sections: list[PacketSection] = Field(min_length=1)
     risk_categories: dict[Key, str] = {}
     interruption_categories: list[Key] = Field(min_length=1)
+    inbox: Inbox = Inbox()
     deals: Deals = Deals()
     alerts: dict[str, list[Key]] = {}  # lane -> alert channel names (URLs: HANDOFF_ALERT_URLS)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,20 @@ class Settings(BaseSettings):
     # Team alert channels by name (JSON object of Apprise URLs); the playbook routes lanes to names.
     alert_urls: dict[str, SecretStr] = {}
 
+    # The mailbox client replies come back to (read by the inbox sweep; unset: not read).
+    imap_host: str | None = None
+    imap_port: int | None = None  # 993 with SSL, 143 with STARTTLS
+    imap_username: str | None = None
+    imap_password: SecretStr | None = None
+    imap_folder: str = "INBOX"
+    imap_ssl: bool = True
+    imap_starttls: bool = False
+    imap_cafile: Path | None = None  # a private CA; the system's trusted CAs otherwise
+    imap_timeout: float = 30.0
+    # Reply-To on client mail: onboarding+<id>-<signature>@domain, signed with secret_key.
+    reply_to: str | None = None
+    secret_key: SecretStr | None = None
+
     @field_validator("database_url")
     @classmethod
     def _normalise_driver(cls, value: str) -> str:
@@ -60,13 +74,29 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
         return value
 
-    @field_validator("smtp_password")
+    @field_validator("smtp_password", "imap_password", "secret_key")
     @classmethod
-    def _refuse_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
-        """Refuse an obviously placeholder SMTP password rather than failing at send time."""
+    def _refuse_placeholder(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Refuse an obviously placeholder secret rather than failing when it is used."""
         if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
-            raise ValueError("HANDOFF_SMTP_PASSWORD is a placeholder; set the real password")
+            name = f"HANDOFF_{(info.field_name or '').upper()}"
+            raise ValueError(f"{name} is a placeholder; set the real value")
         return value
+
+    @model_validator(mode="after")
+    def _inbox_consistent(self) -> Settings:
+        """A mailbox is read over verified TLS with a login; a signed Reply-To needs its key."""
+        if self.imap_host:
+            if not (self.imap_ssl or self.imap_starttls):
+                raise ValueError("HANDOFF_IMAP_SSL and HANDOFF_IMAP_STARTTLS are both false; "
+                                 "the mailbox is only read over TLS: enable one")
+            if not self.imap_username or self.imap_password is None:
+                raise ValueError("HANDOFF_IMAP_HOST is set: set HANDOFF_IMAP_USERNAME and "
+                                 "HANDOFF_IMAP_PASSWORD too")
+        if self.reply_to and self.secret_key is None:
+            raise ValueError("HANDOFF_REPLY_TO is set: set HANDOFF_SECRET_KEY too (it signs "
+                             "the reply addresses)")
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
@@ -74,6 +104,11 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'handoff.db').resolve()}"
         return self
+
+    @property
+    def imap_port_or_default(self) -> int:
+        """The IMAP port: as configured, else 993 for implicit TLS and 143 for STARTTLS."""
+        return self.imap_port or (993 if self.imap_ssl else 143)
 
     @property
     def results_dir(self) -> Path:

@@ -29,6 +29,7 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
     """Every handoff deployment, from one place."""
     from prefect.schedules import Cron
 
+    from flows.inbox import inbox_sweep
     from flows.onboarding import client_onboarding
     from flows.reports import monthly_memo, post_onboarding_audit, quarterly_reset, weekly_review
     from flows.sweeps import escalation_sweep, reconcile, reminder_sweep
@@ -51,6 +52,11 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
             name="reconcile", tags=tags, schedule=Cron("*/5 * * * *", timezone=tz),
             concurrency_limit=1,
             description="Start missing runs, resume waiting runs whose condition is met."),
+        inbox_sweep.to_deployment(
+            name="inbox-sweep", tags=tags, schedule=Cron("*/5 * * * *", timezone=tz),
+            concurrency_limit=1,
+            description="Client replies, auto-replies and bounces from the onboarding mailbox, "
+                        "every 5 minutes in business and off hours."),
         weekly_review.to_deployment(
             name="weekly-review", tags=tags, schedule=Cron("0 8 * * 1", timezone=tz),
             concurrency_limit=1,

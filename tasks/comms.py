@@ -239,6 +239,12 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
     return out
 
 
+def reply_pause_end(playbook: Playbook, replied_at: dt.datetime) -> dt.datetime:
+    """Until when a client's reply holds the reminder cadence (playbook inbox.pause_after_reply)."""
+    pause = playbook.inbox.pause_after_reply
+    return due_after(playbook, replied_at, pause.within, pause.unit)
+
+
 def client_missing(playbook: Playbook, client: Client) -> list[str]:
     """What the client still has to send for the current stage, in client wording."""
     return [i.client_label or i.label for i in playbook.required_items(client.row.stage)
@@ -259,6 +265,9 @@ def _intake_messages(playbook: Playbook, client: Client, as_of: dt.datetime,
     chain = requests + reminders
     if any(m.sent_at is None for m in chain):
         return []  # the previous message has not gone out yet
+    if client.last_response is not None and as_of < reply_pause_end(playbook,
+                                                                    client.last_response):
+        return []  # the client just answered: the team reads it before anyone reminds them
     last = max(m.sent_at for m in chain if m.sent_at)
     sla = playbook.slas["intake_reminder"]
     if as_of < last + dt.timedelta(hours=sla.every_min or 24):
@@ -347,13 +356,15 @@ def _thresholds(playbook: Playbook, client: Client,
     """The escalation thresholds this client crossed, with when each was crossed."""
     ob, rules = client.row, playbook.escalations
     crossed: list[tuple[str, dt.datetime, str]] = []
-    reminders = [m for m in client.sent("missing_info_reminder") if m.sent_at]
+    # The no-response clock counts the reminders sent since the client last answered.
+    reminders = [m for m in client.sent("missing_info_reminder") if m.sent_at and (
+        client.last_response is None or m.sent_at > client.last_response)]
     n = rules.no_response_after_reminder_cycles
     if (ob.stage == "intake_completion" and len(reminders) >= n
             and client_missing(playbook, client)):
         nth = sorted(m.sent_at for m in reminders if m.sent_at)[n - 1]
         trigger = nth + dt.timedelta(hours=playbook.slas["intake_reminder"].every_max or 48)
-        if (client.last_response is None or client.last_response < nth) and as_of >= trigger:
+        if as_of >= trigger:
             crossed.append(("no_response", trigger,
                             f"{ob.client_name} has not answered {len(reminders)} reminders "
                             f"about the intake items."))

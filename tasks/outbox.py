@@ -28,6 +28,7 @@ from db.models import Communication, Event, Onboarding, OwnerAway, utcnow
 from db.playbook import Playbook
 from db.settings import Settings
 from tasks.clock import business_minutes_late, next_send_window
+from tasks.mail.inbox.address import reply_address
 from tasks.mailer import (
     Attachment,
     FileTransport,
@@ -175,8 +176,14 @@ def _values(draft: Draft, rendered: Rendered, audience: str, lane: str, *,
     )
 
 
-def _outgoing(row: Communication, sender: str) -> OutgoingMessage:
+def _outgoing(row: Communication, sender: str, settings: Settings) -> OutgoingMessage:
+    reply_to = None
+    if row.audience == "client" and row.onboarding_id and settings.reply_to and settings.secret_key:
+        # Replies name their onboarding even when the client's mail program drops threading.
+        reply_to = reply_address(settings.reply_to, settings.secret_key.get_secret_value(),
+                                 row.onboarding_id)
     return OutgoingMessage(
+        reply_to=reply_to,
         key=row.idempotency_key, sender=sender, to=tuple(row.recipients.split(",")),
         subject=row.subject, html=row.body_html, text=row.body_text,
         attachments=tuple(Attachment(filename=a["filename"], mimetype=a["mimetype"],
@@ -211,7 +218,7 @@ def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settin
     fault: tuple[str, str] | None = None
     with transport_for(settings) as transport:
         for row in claimed:
-            result = transport.send(_outgoing(row, sender))
+            result = transport.send(_outgoing(row, sender, settings))
             with factory() as session, session.begin():
                 _record(session, playbook, row.id, result.outcome, result.message_id,
                         result.error, now, report)
@@ -304,7 +311,7 @@ def _record(session: Session, playbook: Playbook, row_id: int, outcome: SendOutc
     report.failed += 1
     log_event(session, "message_failed", actor="handoff", onboarding_id=row.onboarding_id,
               at=now, template=row.template, attempts=row.attempts, error=error)
-    _notify_owner(session, playbook, row, now, problem=error or "refused",
+    notify_delivery_problem(session, playbook, row, now, problem=error or "refused",
                   reason="refused" if outcome is SendOutcome.PERMANENT else "unreachable")
 
 
@@ -324,32 +331,43 @@ def _mark_uncertain(session: Session, playbook: Playbook, row: Communication,
     row.status = "uncertain"
     log_event(session, "message_uncertain", actor="handoff", onboarding_id=row.onboarding_id,
               at=now, template=row.template, key=row.idempotency_key)
-    _notify_owner(session, playbook, row, now, reason="uncertain", problem=problem)
+    notify_delivery_problem(session, playbook, row, now, reason="uncertain", problem=problem)
 
 
-def _notify_owner(session: Session, playbook: Playbook, row: Communication, now: dt.datetime,
-                  *, problem: str, reason: str) -> None:
+def notify_delivery_problem(session: Session, playbook: Playbook, row: Communication,
+                            now: dt.datetime, *, problem: str, reason: str,
+                            extra: dict[str, Any] | None = None) -> None:
     """Tell the owner (their backup while they are away) that a message did not get through.
 
-    `reason` is refused (a 5xx), unreachable (transient failures until MAX_ATTEMPTS) or
-    uncertain (a crash mid-send); the notice says what to do in each case.
+    `reason` is refused (a 5xx), unreachable (transient failures until MAX_ATTEMPTS),
+    uncertain (a crash mid-send) or bounced (a delivery-status notification came back, `extra`
+    names the bad address); the notice says what to do in each case.
     """
     if row.template == "delivery_failure":
         return  # a failed failure-notice is in the log and in `handoff status`; no loop
     onboarding = session.get(Onboarding, row.onboarding_id) if row.onboarding_id else None
+    notify_owner(session, playbook, onboarding, now, template="delivery_failure",
+                 key=f"delivery-failure:{row.idempotency_key}", context={
+                     "failed": {"template": row.template, "recipients": row.recipients,
+                                "attempts": row.attempts, "error": problem, "reason": reason,
+                                "client": onboarding.client_name if onboarding else None,
+                                **(extra or {})}})
+
+
+def notify_owner(session: Session, playbook: Playbook, onboarding: Onboarding | None,
+                 now: dt.datetime, *, template: str, key: str,
+                 context: dict[str, Any]) -> tuple[Communication, bool]:
+    """Queue one notice to the onboarding's owner — their backup while they are away, the
+    founder when there is no onboarding — under `key`, so it is sent once."""
     owner = onboarding.owner_email if onboarding else str(playbook.business.founder.email)
     if onboarding and owners_away(session, [owner], now, tz=playbook.calendar.tz):
         owner = onboarding.backup_email
         log_event(session, "handover_to_backup", actor="handoff", onboarding_id=onboarding.id,
-                  at=now, key=f"delivery-failure:{row.idempotency_key}", to=owner)
-    enqueue(session, playbook, Draft(
-        onboarding_id=row.onboarding_id, template="delivery_failure", recipients=[owner],
-        key=f"delivery-failure:{row.idempotency_key}",
-        context={"business": business_context(playbook),
-                 "failed": {"template": row.template, "recipients": row.recipients,
-                            "attempts": row.attempts, "error": problem, "reason": reason,
-                            "client": onboarding.client_name if onboarding else None}},
-    ), now=now)
+                  at=now, key=key, to=owner)
+    return enqueue(session, playbook, Draft(
+        onboarding_id=onboarding.id if onboarding else None, template=template,
+        recipients=[owner], key=key,
+        context={"business": business_context(playbook), **context}), now=now)
 
 
 def business_context(playbook: Playbook) -> dict[str, str]:

@@ -425,12 +425,13 @@ def record_founder_decision(session: Session, playbook: Playbook, *, boundary: s
 
 def log_client_response(session: Session, onboarding_id: int, *, kind: str,
                         template: str | None, note: str | None, at: dt.datetime,
-                        by: str) -> ClientResponse:
-    """A client reply, a follow-up request asking for status, or a clarification request."""
+                        by: str, message_id: str | None = None) -> ClientResponse:
+    """A client reply, a follow-up request asking for status, or a clarification request;
+    `message_id` is the reply's own, when it was read from the mailbox (recorded once)."""
     one_of(kind, ["response", "followup_request", "clarification"], "kind")
     get_onboarding(session, onboarding_id)
     row = ClientResponse(onboarding_id=onboarding_id, kind=kind, template=template,
-                         note=clean_text(note, "--note"), at=at)
+                         note=clean_text(note, "--note"), at=at, message_id=message_id)
     session.add(row)
     session.flush()
     log_event(session, f"client_{kind}", actor=by, onboarding_id=onboarding_id, at=at,

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from tests.imap_server import ImapAccount, LoopbackImap
 from tests.smtp_server import LoopbackSmtp
 
 # The machine is offline and Prefect must never phone home, in any test process.
@@ -64,6 +65,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HANDOFF_HOME", str(tmp_path / "var"))
     monkeypatch.delenv("HANDOFF_DATABASE_URL", raising=False)
     monkeypatch.delenv("HANDOFF_SMTP_HOST", raising=False)
+    monkeypatch.delenv("HANDOFF_IMAP_HOST", raising=False)
     # In-process CLI calls must never wake runs on a developer's own `make run` server.
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     get_settings.cache_clear()
@@ -143,3 +145,42 @@ def playbook():  # type: ignore[no-untyped-def]
     from db.playbook import get_playbook
 
     return get_playbook()
+
+
+@pytest.fixture(scope="session")
+def imap_server() -> Iterator[LoopbackImap]:
+    """A real IMAP server on loopback (Dovecot, unprivileged), shared by the session's tests."""
+    from tests.imap_server import ImapUnavailable
+
+    try:
+        server = LoopbackImap()
+    except ImapUnavailable as exc:
+        if IN_CI:
+            pytest.fail(f"{exc} and CI=true: IMAP tests must not skip")
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def mailbox(imap_server: LoopbackImap, home: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[ImapAccount]:
+    """A fresh mailbox on the IMAP server, and settings pointing the inbox sweep at it (STARTTLS,
+    verified against the server's own certificate)."""
+    from db.settings import get_settings
+
+    account = imap_server.add_user()
+    for key, value in imap_env(imap_server, account).items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield account
+    get_settings.cache_clear()
+
+
+def imap_env(server: LoopbackImap, account: ImapAccount, folder: str = "INBOX") -> dict[str, str]:
+    """The HANDOFF_IMAP_* settings for one account on the loopback server."""
+    return {"HANDOFF_IMAP_HOST": server.host, "HANDOFF_IMAP_PORT": str(server.port),
+            "HANDOFF_IMAP_USERNAME": account.username, "HANDOFF_IMAP_PASSWORD": account.password,
+            "HANDOFF_IMAP_FOLDER": folder, "HANDOFF_IMAP_SSL": "false",
+            "HANDOFF_IMAP_STARTTLS": "true", "HANDOFF_IMAP_CAFILE": str(server.cafile),
+            "HANDOFF_IMAP_TIMEOUT": "10"}

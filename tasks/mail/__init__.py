@@ -1,0 +1,1 @@
+"""Mail: what goes out (outbox, transport, rendering) and what comes back (inbox)."""
