@@ -29,6 +29,7 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
     """Every handoff deployment, from one place."""
     from prefect.schedules import Cron
 
+    from flows.deals import crm_poll, new_client
     from flows.inbox import inbox_sweep
     from flows.onboarding import client_onboarding
     from flows.reports import monthly_memo, post_onboarding_audit, quarterly_reset, weekly_review
@@ -76,6 +77,16 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
             name="post-onboarding-audit", tags=tags, schedule=Cron("30 6 * * *", timezone=tz),
             concurrency_limit=1,
             description="Daily: the 30-day audit of clients handed off 30 days ago."),
+        new_client.to_deployment(
+            name="new-client", tags=tags,
+            description="Start a client from the Prefect UI: Run → Custom run, fill in the "
+                        "deal, Submit. Checked like `handoff onboard`; bad input fails this run "
+                        "with one line and records nothing."),
+        crm_poll.to_deployment(
+            name="crm-poll", tags=tags, schedule=Cron("*/10 * * * *", timezone=tz),
+            concurrency_limit=1,
+            description="Every 10 minutes: won deals from HubSpot / Pipedrive since the stored "
+                        "cursor (for installations without a public webhook URL)."),
     ]
 
 

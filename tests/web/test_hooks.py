@@ -4,30 +4,22 @@ responses on loopback, the app database on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
 from db.models import DealLink, Event, Onboarding
 from db.session import session_factory
 from db.settings import get_settings
-from tasks.deals.verify import sign_generic
 from tests.deals.crm_server import RecordedCrm
-
-DATA = Path(__file__).resolve().parents[1] / "data" / "deals"
-HUBSPOT_SECRET, STRIPE_SECRET, GENERIC_SECRET = "hs-client-secret", "whsec_test", "generic-k3y"
-PD_USER, PD_PASSWORD = "pipedrive", "correct horse battery"
+from tests.deals.hooks_client import SECRETS, body_of, hooks_app, serve
+from tests.deals.hooks_client import post as send
+from tests.deals.hooks_client import signed as sign
 
 
 @dataclass
@@ -35,79 +27,26 @@ class Hooks:
     url: str
     crm: RecordedCrm
 
-    def hubspot_uri(self) -> str:
-        return f"{self.url}/hooks/hubspot"
-
-
-def serve(app: object) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port, in this process."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",  # type: ignore[arg-type]
-                            lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
-def web_app() -> object:
-    from starlette.applications import Starlette
-
-    from deployments.web.hooks import routes
-
-    return Starlette(routes=routes)
-
 
 @pytest.fixture
 def hooks(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hooks]:
-    with RecordedCrm() as crm:
-        for server_url in serve(web_app()):
-            env = {"HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
-                   "HUBSPOT_WEBHOOK_URL": f"{server_url}/hooks/hubspot",
-                   "HUBSPOT_TOKEN": "pat-test", "HUBSPOT_API_URL": crm.url,
-                   "PIPEDRIVE_WEBHOOK_USER": PD_USER, "PIPEDRIVE_WEBHOOK_PASSWORD": PD_PASSWORD,
-                   "PIPEDRIVE_API_TOKEN": "pd-test", "PIPEDRIVE_API_URL": crm.url,
-                   "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
-                   "GENERIC_WEBHOOK_SECRET": GENERIC_SECRET}
-            for key, value in env.items():
-                monkeypatch.setenv(f"HANDOFF_{key}", value)
-            get_settings.cache_clear()
-            yield Hooks(url=server_url, crm=crm)
+    with RecordedCrm() as crm, serve(hooks_app()) as server_url:
+        env = {**SECRETS, "HANDOFF_HUBSPOT_WEBHOOK_URL": f"{server_url}/hooks/hubspot",
+               "HANDOFF_HUBSPOT_TOKEN": "pat-test", "HANDOFF_HUBSPOT_API_URL": crm.url,
+               "HANDOFF_PIPEDRIVE_API_TOKEN": "pd-test", "HANDOFF_PIPEDRIVE_API_URL": crm.url}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        yield Hooks(url=server_url, crm=crm)
     get_settings.cache_clear()
 
 
-def body_of(name: str) -> bytes:
-    return (DATA / name).read_bytes()
-
-
 def signed(hooks: Hooks, source: str, body: bytes, *, age: float = 0) -> dict[str, str]:
-    """The headers the provider would send."""
-    now = time.time() - age
-    if source == "hubspot":
-        ts = str(int(now * 1000))
-        message = b"POST" + hooks.hubspot_uri().encode() + body + ts.encode()
-        sig = base64.b64encode(hmac.new(HUBSPOT_SECRET.encode(), message,
-                                        hashlib.sha256).digest()).decode()
-        return {"X-HubSpot-Signature-v3": sig, "X-HubSpot-Request-Timestamp": ts}
-    if source == "pipedrive":
-        token = base64.b64encode(f"{PD_USER}:{PD_PASSWORD}".encode()).decode()
-        return {"Authorization": f"Basic {token}"}
-    if source == "stripe":
-        t = int(now)
-        v1 = hmac.new(STRIPE_SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-        return {"Stripe-Signature": f"t={t},v1={v1}"}
-    return sign_generic(GENERIC_SECRET, body, int(now))
+    return sign(hooks.url, source, body, age=age)
 
 
 def post(hooks: Hooks, source: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(f"{hooks.url}/hooks/{source}", content=body, timeout=30,
-                      headers={"content-type": "application/json", **headers})
+    return send(hooks.url, source, body, headers)
 
 
 def counts() -> tuple[int, int, int]:
@@ -176,7 +115,7 @@ def test_unverified_requests_get_401_and_write_nothing(hooks: Hooks, source: str
     if fault == "six-minutes-old" and source == "pipedrive":
         # Pipedrive signs nothing, so there is no timestamp: wrong basic auth instead.
         headers = {"Authorization": "Basic " + base64.b64encode(
-            f"{PD_USER}:wrong".encode()).decode()}
+            f"{SECRETS['HANDOFF_PIPEDRIVE_WEBHOOK_USER']}:wrong".encode()).decode()}
     if fault == "no-secret":
         for key in ("HUBSPOT_CLIENT_SECRET", "PIPEDRIVE_WEBHOOK_PASSWORD", "STRIPE_WEBHOOK_SECRET",
                     "GENERIC_WEBHOOK_SECRET"):
