@@ -11,7 +11,6 @@ from prefect.states import Failed, State
 from pydantic import Field
 
 from db.validation import HandoffError
-
 from tasks.deals.steps import create_client_onboarding, poll_crm, pollable_sources, start_client_run
 
 
