@@ -54,8 +54,12 @@ def hubspot_wins(payload: Any, deals: Deals) -> list[WonDeal]:
     for event in events:
         if not isinstance(event, dict):
             continue
-        if (event.get("subscriptionType") == "deal.propertyChange"
-                and event.get("propertyName") == "dealstage"
+        kind = event.get("subscriptionType")
+        # Legacy apps send deal.propertyChange; apps on the new platform object.propertyChange
+        # with the deal's object type id.
+        is_deal = kind == "deal.propertyChange" or (kind == "object.propertyChange"
+                                                    and event.get("objectTypeId") == "0-3")
+        if (is_deal and event.get("propertyName") == "dealstage"
                 and _text(event.get("propertyValue")) == deals.hubspot_won_stage
                 and _text(event.get("objectId"))):
             deal_id = str(event["objectId"])

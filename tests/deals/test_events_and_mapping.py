@@ -140,3 +140,12 @@ def test_mapping_refuses_with_the_clis_line(playbook: Playbook) -> None:
     with pytest.raises(HandoffError, match="client is required"):
         to_new_onboarding(WonDeal(source="stripe", external_id="cs_2",
                                   contacts=("a@b.example",)), playbook)
+
+
+def test_new_platform_hubspot_events_are_read_for_deals_only(playbook: Playbook) -> None:
+    event = {"subscriptionType": "object.propertyChange", "objectTypeId": "0-3",
+             "propertyName": "dealstage", "propertyValue": "closedwon", "objectId": 2001}
+    assert [w.external_id for w in READERS["hubspot"]([event], playbook.deals)] == ["2001"]
+    contact = {**event, "objectTypeId": "0-1"}
+    assert READERS["hubspot"]([contact, {**event, "propertyValue": "appointmentscheduled"}],
+                              playbook.deals) == []
