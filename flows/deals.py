@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -16,23 +15,20 @@ from tasks.deals.steps import create_client_onboarding, poll_crm, pollable_sourc
 
 @flow(name="new-client", flow_run_name="new client: {client}")
 def new_client(
-    client: Annotated[str, Field(description="Client name, as it appears on the contract.")],
-    segment: Annotated[str, Field(description="Client segment, e.g. smb or enterprise.")],
-    offer: Annotated[str, Field(description="Offer or package sold.")],
-    owner: Annotated[str, Field(description="Onboarding owner's e-mail.")],
-    backup: Annotated[str, Field(description="Backup owner's e-mail (not the owner).")],
-    contacts: Annotated[list[str], Field(description="Client contact e-mails.", min_length=1)],
-    closed_at: Annotated[dt.datetime | None, Field(
-        description="When the deal closed; empty means now.")] = None,
-    kickoff_by: Annotated[dt.date | None, Field(
-        description="Committed kickoff date.")] = None,
-    first_milestone: Annotated[dt.date | None, Field(
-        description="First delivery milestone.")] = None,
-    terms: Annotated[str | None, Field(
-        description="Deal terms as confirmed. With scope, confirms the close at once.")] = None,
-    scope: Annotated[str | None, Field(
-        description="Scope and timeline. Without both, the client waits at close "
-                    "confirmation.")] = None,
+    client: str = Field(..., description="Client name, as on the contract."),
+    segment: str = Field(..., description="Client segment, e.g. smb or enterprise."),
+    offer: str = Field(..., description="Offer or package sold."),
+    owner: str = Field(..., description="Onboarding owner's e-mail."),
+    backup: str = Field(..., description="Backup owner's e-mail (not the owner)."),
+    contacts: list[str] = Field(..., min_length=1, description="Client contact e-mails."),
+    closed_at: dt.datetime | None = Field(None, description="When the deal closed; "
+                                          "None means now."),
+    kickoff_by: dt.date | None = Field(None, description="Committed kickoff date."),
+    first_milestone: dt.date | None = Field(None, description="First delivery milestone."),
+    terms: str = Field("", description="Deal terms as confirmed. With scope, the close is "
+                       "confirmed at once; without both, the client waits at close "
+                       "confirmation."),
+    scope: str = Field("", description="Scope and timeline."),
 ) -> int | State:
     """Record a closed deal and start the client's onboarding, as `handoff onboard` does."""
     try:
