@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from db.playbook import get_playbook
+from db.models import utcnow
+from db.playbook import Playbook, get_playbook
 from db.session import session_factory
 from db.settings import get_settings
+from db.validation import HandoffError, clean_name
 from tasks.deals.crm import CrmClient
 from tasks.deals.events import READERS, WonDeal
 from tasks.deals.intake import Recorded, linked_onboarding, record_won_deal, to_new_onboarding
@@ -23,8 +25,9 @@ def wins_in(source: str, payload: Any) -> list[WonDeal]:
 def take_deals(deals: list[WonDeal], *, via: str, crm: CrmClient | None = None) -> list[Recorded]:
     """Record each deal once: skip known ones before asking the CRM, map, commit each on its own.
 
-    Raises HandoffError (a deal that cannot become an onboarding, nothing of it written) or
-    CrmUnavailable (ask again later); deals before it in the list stay committed.
+    Raises HandoffError (a deal that cannot become an onboarding: nothing of it is written but
+    one notice to the deal lane's owner, once per deal) or CrmUnavailable (ask again later);
+    deals before it in the list stay committed.
     """
     playbook, factory = get_playbook(), session_factory()
     results = []
@@ -37,14 +40,34 @@ def take_deals(deals: list[WonDeal], *, via: str, crm: CrmClient | None = None) 
             if known is not None:
                 results.append(Recorded(known, created=False))
                 continue
+            clean_name(deal.external_id, f"{deal.source} deal id")
             complete = client.complete(deal)
-            new = to_new_onboarding(complete, playbook)
+            try:
+                new = to_new_onboarding(complete, playbook)
+            except HandoffError as exc:
+                tell_owner_refused(playbook, deal, str(exc))
+                raise
             with factory() as session, session.begin():
                 results.append(record_won_deal(session, playbook, complete, new, via=via))
     finally:
         if owned:
             client.__exit__(None, None, None)
     return results
+
+
+def tell_owner_refused(playbook: Playbook, deal: WonDeal, problem: str) -> None:
+    """One notice per refused deal to the deal lane's owner (and its chat channels)."""
+    from tasks.outbox import Draft, business_context, enqueue
+
+    owner = str(playbook.lanes[playbook.deals.lane].owner)
+    prefix = f"{deal.source} deal {deal.external_id}: "
+    with session_factory()() as session, session.begin():
+        enqueue(session, playbook, Draft(
+            onboarding_id=None, template="deal_refused", recipients=[owner],
+            key=f"deal-refused:{deal.source}:{deal.external_id}",
+            context={"business": business_context(playbook),
+                     "deal": {"source": deal.source, "id": deal.external_id,
+                              "problem": problem.removeprefix(prefix)}}), now=utcnow())
 
 
 def start_runs(recorded: list[Recorded]) -> None:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from db.models import DealLink, Event, Onboarding
+from db.models import Communication, DealLink, Event, Onboarding
 from db.session import session_factory
 from db.settings import get_settings
 from tests.deals.crm_server import RecordedCrm
@@ -162,10 +162,28 @@ def test_a_deal_that_cannot_be_mapped_is_refused_with_one_line(hooks: Hooks) -> 
     payload = json.loads(body_of("generic_won.json"))
     payload["contacts"] = ["dana at harborlight"]
     body = json.dumps(payload).encode()
+    for _ in range(2):  # the sender retries
+        response = post(hooks, "generic", body, signed(hooks, "generic", body))
+        assert response.status_code == 422
+        assert response.json()["error"] == (
+            "generic deal crm-7781: contact 'dana at harborlight' is not an email address like "
+            "name@example.com")
+    assert counts()[:2] == (0, 0)
+    # Nothing of the deal is written; the deal lane's owner is told once.
+    with session_factory()() as s:
+        notices = list(s.scalars(select(Communication)))
+    assert [(n.template, n.recipients, n.idempotency_key) for n in notices] == [
+        ("deal_refused", "va@northwind.example", "deal-refused:generic:crm-7781")]
+    assert "contact 'dana at harborlight' is not an email address" in notices[0].body_text
+
+
+def test_a_deal_id_that_is_not_one_line_is_refused(hooks: Hooks) -> None:
+    payload = json.loads(body_of("generic_won.json"))
+    payload["deal_id"] = "crm-1\nBcc: everyone@example.com"
+    body = json.dumps(payload).encode()
     response = post(hooks, "generic", body, signed(hooks, "generic", body))
     assert response.status_code == 422
-    assert response.json()["error"] == ("generic deal crm-7781: contact 'dana at harborlight' is "
-                                        "not an email address like name@example.com")
+    assert "generic deal id" in response.json()["error"]
     assert counts() == (0, 0, 0)
 
 
