@@ -18,10 +18,9 @@ def read_mailbox(as_of: str | None) -> dict[str, object]:
     except InboxUnavailable as exc:
         logger.error("%s", exc)
         raise InboxUnavailable(str(exc)) from None
-    if report.skipped:
-        logger.info("%s", report.skipped)
     for handled in report.handled:
         logger.info("%s", handled.line())
+    logger.info("%s", report.summary())
     return report.as_dict()
 
 

@@ -170,17 +170,9 @@ def mailbox(imap_server: LoopbackImap, home: Path,
     from db.settings import get_settings
 
     account = imap_server.add_user()
-    for key, value in imap_env(imap_server, account).items():
+    for key, value in imap_server.env(account).items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     yield account
     get_settings.cache_clear()
 
-
-def imap_env(server: LoopbackImap, account: ImapAccount, folder: str = "INBOX") -> dict[str, str]:
-    """The HANDOFF_IMAP_* settings for one account on the loopback server."""
-    return {"HANDOFF_IMAP_HOST": server.host, "HANDOFF_IMAP_PORT": str(server.port),
-            "HANDOFF_IMAP_USERNAME": account.username, "HANDOFF_IMAP_PASSWORD": account.password,
-            "HANDOFF_IMAP_FOLDER": folder, "HANDOFF_IMAP_SSL": "false",
-            "HANDOFF_IMAP_STARTTLS": "true", "HANDOFF_IMAP_CAFILE": str(server.cafile),
-            "HANDOFF_IMAP_TIMEOUT": "10"}

@@ -157,6 +157,14 @@ class LoopbackImap:
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def env(self, account: ImapAccount, folder: str = "INBOX") -> dict[str, str]:
+        """The HANDOFF_IMAP_* settings for one account here (STARTTLS, verified)."""
+        return {"HANDOFF_IMAP_HOST": self.host, "HANDOFF_IMAP_PORT": str(self.port),
+                "HANDOFF_IMAP_USERNAME": account.username,
+                "HANDOFF_IMAP_PASSWORD": account.password, "HANDOFF_IMAP_FOLDER": folder,
+                "HANDOFF_IMAP_SSL": "false", "HANDOFF_IMAP_STARTTLS": "true",
+                "HANDOFF_IMAP_CAFILE": str(self.cafile), "HANDOFF_IMAP_TIMEOUT": "10"}
+
     def tls_context(self) -> ssl.SSLContext:
         """A verifying client context for this server."""
         return ssl.create_default_context(cafile=str(self.cafile))
@@ -226,17 +234,17 @@ class LoopbackImap:
             os.chown(path, self.run_as.pw_uid, self.run_as.pw_gid)
         os.chmod(self.root, 0o700)
 
-    def add_user(self) -> ImapAccount:
+    def add_user(self, password: str | None = None) -> ImapAccount:
         """A mailbox user of its own for one test (from the pool written before start)."""
-        if self._pool:
+        if self._pool and password is None:
             return self._pool.pop()
-        account = self._write_users(1)[0]
+        account = self._write_users(1, password)[0]
         # Dovecot looks at the passwd file at most once a second: let it see the new line.
         time.sleep(1.1)
         return account
 
-    def _write_users(self, count: int) -> list[ImapAccount]:
-        accounts = [ImapAccount(f"u{secrets.token_hex(4)}", secrets.token_urlsafe(12))
+    def _write_users(self, count: int, password: str | None = None) -> list[ImapAccount]:
+        accounts = [ImapAccount(f"u{secrets.token_hex(4)}", password or secrets.token_urlsafe(12))
                     for _ in range(count)]
         with (self.root / "users").open("a") as fh:
             for account in accounts:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from deployments.server import start_server, stop, wait_healthy
+from tests.imap_server import ImapAccount, LoopbackImap
 from tests.smtp_server import LoopbackSmtp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +88,8 @@ class Stack:
     smtp: LoopbackSmtp
     runner: subprocess.Popen[bytes]
     home: Path
+    imap: LoopbackImap | None = None
+    mailbox: ImapAccount | None = None
 
     def cli(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([str(HANDOFF), *args], capture_output=True, text=True,
@@ -130,13 +133,15 @@ def wait_for_deployment(api_url: str, name: str, timeout: float = 90,
 
 
 @pytest.fixture(scope="session")
-def stack(prefect_server: PrefectServer, smtp: LoopbackSmtp,
+def stack(prefect_server: PrefectServer, smtp: LoopbackSmtp, imap_server: LoopbackImap,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The runner serving every deployment, with its own app database and mail settings."""
+    """The runner serving every deployment, with its own app database, mail and mailbox."""
     home = tmp_path_factory.mktemp("handoff-home")
+    mailbox = imap_server.add_user()
     env = handoff_env(home, smtp_port=smtp.port, api_url=prefect_server.api_url,
                       PREFECT_HOME=str(prefect_server.home),
-                      PREFECT_LOCAL_STORAGE_PATH=str(home / "prefect-results"))
+                      PREFECT_LOCAL_STORAGE_PATH=str(home / "prefect-results"),
+                      **imap_server.env(mailbox))
     db_url = env["HANDOFF_DATABASE_URL"]
     subprocess.run([str(HANDOFF), "db", "upgrade"], env=env, check=True, capture_output=True)
     runner = start_runner(env, home / "runner.log")
@@ -147,6 +152,6 @@ def stack(prefect_server: PrefectServer, smtp: LoopbackSmtp,
         print((home / "runner.log").read_text()[-3000:])
         raise
     stack = Stack(env=env, db_url=db_url, api_url=prefect_server.api_url, smtp=smtp,
-                  runner=runner, home=home)
+                  runner=runner, home=home, imap=imap_server, mailbox=mailbox)
     yield stack
     stop(stack.runner)

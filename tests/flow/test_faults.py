@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from deployments.server import start_server, stop, wait_healthy
 from tests.flow.conftest import (
@@ -24,9 +26,11 @@ from tests.flow.conftest import (
     wait_for_deployment,
 )
 from tests.flow.test_onboarding_flow import mail_to, onboard, stage_of, wait_until
+from tests.imap_server import LoopbackImap
 from tests.smtp_server import LoopbackSmtp
 
 AUTH = "handoff-admin:s3cret-for-tests"
+IMAP_SECRET = "imap-pw-never-logged"
 AUTH_HEADER = {"Authorization": "Basic " + base64.b64encode(AUTH.encode()).decode()}
 # Automations (triggers) and event persistence stay on here: the zombie automation needs them.
 FAULT_SERVICES_OFF = ("SCHEDULER", "LATE_RUNS", "FOREMAN", "CANCELLATION_CLEANUP", "REPOSSESSOR")
@@ -57,8 +61,10 @@ class FaultStack(Stack):
 
 
 @pytest.fixture(scope="module")
-def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+def faults(tmp_path_factory: pytest.TempPathFactory,
+           imap_server: LoopbackImap) -> Iterator[FaultStack]:
     home = tmp_path_factory.mktemp("fault-home")
+    mailbox = imap_server.add_user(password=IMAP_SECRET)
     prefect_home = home / "prefect"
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -67,10 +73,11 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     env = handoff_env(home, smtp_port=smtp.port, api_url=api,
                       HANDOFF_SMTP_USERNAME="mailer", HANDOFF_SMTP_PASSWORD="smtp-pw-never-logged",
                       PREFECT_API_AUTH_STRING=AUTH, PREFECT_HOME=str(prefect_home),
-                      PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30")
+                      PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30", **imap_server.env(mailbox))
     db_url = env["HANDOFF_DATABASE_URL"]
     stack = FaultStack(env=env, db_url=db_url, api_url=api, smtp=smtp,
-                       runner=None, home=home)  # type: ignore[arg-type]
+                       runner=None, home=home, imap=imap_server,  # type: ignore[arg-type]
+                       mailbox=mailbox)
     stack.port, stack.prefect_home = port, prefect_home
     stack.start_server()
     stack.cli("db", "upgrade")
@@ -110,20 +117,30 @@ def test_unauthenticated_api_is_refused_and_flows_still_work(faults: FaultStack)
     names = {e["event"] for e in events.json()["events"]}
     assert "prefect.flow-run.Suspended" in names and "prefect.flow-run.Running" in names
 
+    # The inbox sweep logs in to the mailbox with its own password, from the same runner.
+    with temporary_settings(updates={PREFECT_API_URL: faults.api_url,
+                                     PREFECT_API_AUTH_STRING: AUTH}):
+        inbox_run = str(run_deployment("inbox-sweep/inbox-sweep", timeout=0).id)  # type: ignore[union-attr]
+    wait_until("inbox sweep done", lambda: authed_state(faults, inbox_run)["type"] in (
+        "COMPLETED", "FAILED", "CRASHED"), timeout=180)
+    assert authed_state(faults, inbox_run)["type"] == "COMPLETED"
+
     # Secrets never leak: not in the event log, flow-run parameters, logs, artifacts or mail.
-    secret = "smtp-pw-never-logged"
     db = Path(faults.db_url.split("///", 1)[1]).read_bytes()
-    assert secret.encode() not in db
-    run = _get(faults, f"/flow_runs/{run_id}").json()
-    assert secret not in str(run["parameters"])
-    logs = httpx.post(f"{faults.api_url}/logs/filter", headers=AUTH_HEADER, timeout=10,
-                      json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
-    assert logs.status_code == 200 and secret not in logs.text
-    artifacts = httpx.post(f"{faults.api_url}/artifacts/filter", headers=AUTH_HEADER,
-                           timeout=10, json={})
-    assert secret not in artifacts.text
-    assert all(secret.encode() not in m.raw for m in faults.smtp.messages)
-    assert secret not in (faults.home / "runner.log").read_text()
+    for secret in ("smtp-pw-never-logged", IMAP_SECRET):
+        assert secret.encode() not in db
+        for run_id_ in (run_id, inbox_run):
+            run = _get(faults, f"/flow_runs/{run_id_}").json()
+            assert secret not in str(run["parameters"])
+            logs = httpx.post(f"{faults.api_url}/logs/filter", headers=AUTH_HEADER, timeout=10,
+                              json={"logs": {"flow_run_id": {"any_": [run_id_]}}, "limit": 200})
+            assert logs.status_code == 200 and secret not in logs.text
+            assert logs.json(), "the run logged nothing: nothing was checked"
+        artifacts = httpx.post(f"{faults.api_url}/artifacts/filter", headers=AUTH_HEADER,
+                               timeout=10, json={})
+        assert secret not in artifacts.text
+        assert all(secret.encode() not in m.raw for m in faults.smtp.messages)
+        assert secret not in (faults.home / "runner.log").read_text()
     wait_until("intake request mailed", lambda: len(mail_to(faults, "Authed Co")) == 2)
     assert faults.smtp.messages and all(m.login == "mailer" for m in faults.smtp.messages)
 

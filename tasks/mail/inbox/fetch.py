@@ -137,8 +137,8 @@ def open_mailbox(config: MailboxConfig) -> Iterator[Mailbox]:
         _close(box)
         raise InboxUnavailable(
             f"IMAP login refused for {config.username!r} at {config.host}:{config.port}; check "
-            "HANDOFF_IMAP_USERNAME and HANDOFF_IMAP_PASSWORD (Gmail, Outlook and iCloud need an "
-            "app password)") from None
+            "HANDOFF_IMAP_USERNAME and HANDOFF_IMAP_PASSWORD (Gmail, iCloud, Fastmail and Yahoo "
+            "need an app password, not the account's own)") from None
     except (UnexpectedCommandStatusError, imaplib.IMAP4.error, OSError, ValueError) as exc:
         _close(box)
         raise InboxUnavailable(_describe(config, exc, "connect")) from None

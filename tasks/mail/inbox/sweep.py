@@ -47,6 +47,15 @@ class InboxReport:
             out[item.outcome] = out.get(item.outcome, 0) + 1
         return out
 
+    def summary(self) -> str:
+        """One line: how much was read from where, and what became of it."""
+        if self.skipped:
+            return self.skipped
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts().items())) or "nothing new"
+        again = " (UIDVALIDITY changed: read again from the start)" if self.reread else ""
+        dry = " (dry run: nothing recorded)" if self.dry_run else ""
+        return f"{self.mailbox}: {len(self.handled)} message(s) read{again}: {counts}{dry}"
+
     def as_dict(self) -> dict[str, object]:
         if self.skipped:
             return {"skipped": self.skipped}
