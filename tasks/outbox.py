@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Communication, Event, Onboarding, OwnerAway, utcnow
 from db.playbook import Playbook
 from db.settings import Settings
+from tasks.alerts import OnDemand, alert_drafts, is_alert, send_alert
 from tasks.clock import business_minutes_late, next_send_window
 from tasks.mail.inbox.address import reply_address
 from tasks.mailer import (
@@ -119,6 +120,8 @@ def enqueue(session: Session, playbook: Playbook, draft: Draft, *,
         return winner, False
     log_event(session, "message_queued", actor="handoff", onboarding_id=draft.onboarding_id,
               at=now, template=draft.template, key=draft.key)
+    for copy in alert_drafts(playbook, [draft]):  # team notices also go to chat
+        enqueue(session, playbook, copy, now=now)
     return row, True
 
 
@@ -128,6 +131,7 @@ def enqueue_many(session: Session, playbook: Playbook, drafts: list[Draft], *,
     already queued, or repeated within the batch, are skipped)."""
     if not drafts:
         return []
+    drafts = [*drafts, *alert_drafts(playbook, drafts)]  # team notices also go to chat
     specs = catalog()
     values = []
     for draft in drafts:
@@ -145,12 +149,13 @@ def enqueue_many(session: Session, playbook: Playbook, drafts: list[Draft], *,
     except IntegrityError:
         # A concurrent pass queued some of these keys first: fall back to one-by-one.
         return [row.idempotency_key for draft in drafts for row, created in
-                [enqueue(session, playbook, draft, now=now)] if created]
+                [enqueue(session, playbook, draft, now=now)]
+                if created and not is_alert(draft.recipients)]
     session.execute(insert(Event), [
         {"onboarding_id": d.onboarding_id, "at": now, "actor": "handoff",
          "kind": "message_queued", "detail": {"template": d.template, "key": d.key},
          "reason": None} for d in drafts])
-    return [d.key for d in drafts]
+    return [d.key for d in drafts if not is_alert(d.recipients)]
 
 
 def _row(draft: Draft, rendered: Rendered, audience: str, lane: str, *, created: dt.datetime,
@@ -163,7 +168,9 @@ def _values(draft: Draft, rendered: Rendered, audience: str, lane: str, *,
             created: dt.datetime, send_from: dt.datetime) -> dict[str, Any]:
     return dict(
         onboarding_id=draft.onboarding_id, template=draft.template, lane=lane,
-        audience=audience, recipients=",".join(draft.recipients), subject=rendered.subject,
+        # A chat copy of a team notice is kept apart from mail in every count.
+        audience="alert" if is_alert(draft.recipients) else audience,
+        recipients=",".join(draft.recipients), subject=rendered.subject,
         body_html=rendered.html, body_text=rendered.text,
         attachments=[{"filename": a.filename, "mimetype": a.mimetype,
                       "inline_cid": a.inline_cid,
@@ -216,15 +223,20 @@ def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settin
         return report
     sender = str(playbook.business.sender.email)
     fault: tuple[str, str] | None = None
-    with transport_for(settings) as transport:
+    mail_sent = 0
+    with OnDemand(lambda: transport_for(settings)) as transport:
         for row in claimed:
-            result = transport.send(_outgoing(row, sender, settings))
+            result = (send_alert(settings, key=row.idempotency_key, recipients=row.recipients,
+                                 title=row.subject, body=row.body_text)
+                      if is_alert(row.recipients) else
+                      transport.send(_outgoing(row, sender, settings)))
             with factory() as session, session.begin():
                 _record(session, playbook, row.id, result.outcome, result.message_id,
                         result.error, now, report)
             if result.fault is not None and fault is None:
                 fault = (result.fault.value, result.error or result.fault.value)
-    _update_alarm(factory, fault, flowing=report.sent > 0, now=now)
+            mail_sent += result.outcome is SendOutcome.SENT and not is_alert(row.recipients)
+    _update_alarm(factory, fault, flowing=mail_sent > 0, now=now)
     return report
 
 
