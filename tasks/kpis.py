@@ -79,6 +79,9 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("founder_interruptions_per_week", "founder interruptions / week", "rate", "down"),
     Metric("avoidable_interruption_share", "avoidable interruptions", "pct", "down"),
     Metric("handoffs", "clients handed off", "count", "up"),
+    Metric("median_first_response_days", "first client response (median)", "days", "down"),
+    Metric("client_response_rate", "client messages answered", "pct", "up"),
+    Metric("bounce_rate", "client messages bounced", "pct", "down"),
 )}
 
 
@@ -568,6 +571,76 @@ def repeat_followup_requests(responses: pd.DataFrame, start: pd.Timestamp,
     return int((counts > 1).sum())
 
 
+# -- client replies (read from the mailbox by the inbox sweep, or logged by a VA) -----------------
+
+
+def client_messages(communications: pd.DataFrame, responses: pd.DataFrame) -> pd.DataFrame:
+    """Every message that reached (or bounced from) a client, with whether it was answered.
+
+    A response answers the latest client message sent to that onboarding before it, so a reply
+    to the second reminder counts for the second reminder, not for the welcome.
+    """
+    comms = communications
+    sent = comms[(comms["audience"] == "client") & comms["status"].isin(("sent", "bounced"))
+                 & comms["sent_at"].notna() & comms["onboarding_id"].notna()]
+    sent = sent[["onboarding_id", "template", "status", "sent_at"]].astype(
+        {"onboarding_id": "int64"}).sort_values("sent_at", kind="stable").reset_index(drop=True)
+    sent["message"] = sent.index
+    replies = responses[(responses["kind"] == "response") & responses["at"].notna()]
+    replies = replies[["onboarding_id", "at"]].astype({"onboarding_id": "int64"}).sort_values(
+        "at", kind="stable")
+    if sent.empty or replies.empty:
+        return sent.assign(answered=False)
+    answered = pd.merge_asof(replies, sent[["onboarding_id", "sent_at", "message"]],
+                             left_on="at", right_on="sent_at", by="onboarding_id",
+                             direction="backward")
+    return sent.assign(answered=sent["message"].isin(answered["message"].dropna()))
+
+
+def first_responses(messages: pd.DataFrame, responses: pd.DataFrame,
+                    calendar: BusinessCalendar) -> pd.DataFrame:
+    """Per client: its first response and the business days since the first message it got."""
+    replies = responses[(responses["kind"] == "response") & responses["at"].notna()]
+    first = replies.groupby("onboarding_id")["at"].min().rename("first_response")
+    opened = messages.groupby("onboarding_id")["sent_at"].min().rename("first_message")
+    both = pd.concat([opened, first], axis=1, join="inner")
+    both = both[both["first_response"] >= both["first_message"]]
+    return both.assign(days=business_days(calendar, both["first_message"],
+                                          both["first_response"])).reset_index()
+
+
+def median_first_response_days(first: pd.DataFrame, start: pd.Timestamp,
+                               end: pd.Timestamp) -> float:
+    """Median business days from a client's first message to their first reply, over the
+    clients who first replied in the period."""
+    return _median(first.loc[_in(first["first_response"], start, end), "days"])
+
+
+def client_response_rate(messages: pd.DataFrame, start: pd.Timestamp,
+                         end: pd.Timestamp) -> float:
+    """Share of the client messages sent in the period that the client answered."""
+    sent = messages[_in(messages["sent_at"], start, end)]
+    return float(sent["answered"].mean()) if len(sent) else math.nan
+
+
+def response_rates(messages: pd.DataFrame, start: pd.Timestamp,
+                   end: pd.Timestamp) -> pd.DataFrame:
+    """Per template: messages sent in the period, answered, and the rate (which get answers)."""
+    sent = messages[_in(messages["sent_at"], start, end)]
+    table = sent.groupby("template").agg(sent=("answered", "size"),
+                                         answered=("answered", "sum")).reset_index()
+    table["answered"] = table["answered"].astype(int)
+    table["rate"] = table["answered"] / table["sent"]
+    return table.sort_values(["rate", "template"], ascending=[False, True],
+                             ignore_index=True)
+
+
+def bounce_rate(messages: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> float:
+    """Share of the client messages sent in the period that bounced."""
+    sent = messages[_in(messages["sent_at"], start, end)]
+    return float((sent["status"] == "bounced").mean()) if len(sent) else math.nan
+
+
 # -- quality -----------------------------------------------------------------------------------
 
 
@@ -744,6 +817,18 @@ class Context:
         return Timeline.of(responses[responses["kind"] == "followup_request"], "at")
 
     @cached_property
+    def client_messages(self) -> Timeline:
+        """Messages to clients, answered or not, by sending instant."""
+        return Timeline.of(client_messages(self.frames.communications, self.frames.responses),
+                           "sent_at")
+
+    @cached_property
+    def first_responses(self) -> Timeline:
+        """Each client's first response and how long it took, by its instant."""
+        return Timeline.of(first_responses(self.client_messages.frame, self.frames.responses,
+                                           self.calendar), "first_response")
+
+    @cached_property
     def incidents(self) -> Timeline:
         """Incidents, by instant."""
         return Timeline.of(self.frames.incidents, "at")
@@ -801,6 +886,7 @@ def compute_kpis(ctx: Context, start: dt.datetime | pd.Timestamp,
     f = ctx.frames
     handed = ctx.handed.window(s, e)
     interruptions = ctx.interruptions.window(s, e)
+    messages = ctx.client_messages.window(s, e)
     missing = missing_at_handoff_qa(handed, ctx.handoff_artifacts, ctx.handoff_qa, ctx.items,
                                     s, e)
     return {
@@ -819,6 +905,10 @@ def compute_kpis(ctx: Context, start: dt.datetime | pd.Timestamp,
         "founder_interruptions_per_week": interruptions_per_week(interruptions, s, e),
         "avoidable_interruption_share": avoidable_share(interruptions, s, e),
         "handoffs": float(len(handed)),
+        "median_first_response_days": median_first_response_days(
+            ctx.first_responses.window(s, e), s, e),
+        "client_response_rate": client_response_rate(messages, s, e),
+        "bounce_rate": bounce_rate(messages, s, e),
     }
 
 

@@ -232,6 +232,25 @@ def audit_answers(ctx: kpis.Context, playbook: Playbook, start: pd.Timestamp,
     return answers
 
 
+def client_replies(ctx: kpis.Context, start: pd.Timestamp, end: pd.Timestamp,
+                   playbook: Playbook) -> dict[str, Any]:
+    """How clients answered in the period: the three reply KPIs and the rate per template."""
+    window = ctx.client_messages.window(start, end)
+    first = ctx.first_responses.window(start, end)
+    rates = kpis.response_rates(window, start, end)
+    pct = kpis.METRICS["client_response_rate"]
+    return {
+        "sent": int(len(window)),
+        "answered": pct.format(kpis.client_response_rate(window, start, end)),
+        "first_response": kpis.METRICS["median_first_response_days"].format(
+            kpis.median_first_response_days(first, start, end)),
+        "bounced": kpis.METRICS["bounce_rate"].format(kpis.bounce_rate(window, start, end)),
+        "templates": [{"template": r.template.replace("_", " "), "sent": int(r.sent),
+                       "answered": int(r.answered), "rate": pct.format(r.rate)}
+                      for r in rates.itertuples()],
+    }
+
+
 @dataclass
 class WeeklyReview:
     """Everything the weekly review says, as tables and sentences."""
@@ -249,6 +268,7 @@ class WeeklyReview:
     signals: list[kpis.Signal]
     red_flags: pd.DataFrame
     interruptions: pd.DataFrame
+    replies: dict[str, Any] = field(default_factory=dict)
     markdown: str = ""
     context: dict[str, Any] = field(default_factory=dict)
 
@@ -281,6 +301,7 @@ def build_weekly_review(session: Session, playbook: Playbook,
         signals=kpis.capacity_signals(ctx, playbook, series, pd.Timestamp(as_of)),
         red_flags=kpis.red_flags(ctx.frames, ctx.calendar, ctx.cadence_days, start, end),
         interruptions=kpis.interruptions_by_category(ctx.frames.interruptions, start, end),
+        replies=client_replies(ctx, start, end, playbook),
     )
     review.context = weekly_context(playbook, review)
     review.markdown = render_page("reports/weekly_review.md", review.context)
@@ -310,6 +331,7 @@ def weekly_context(playbook: Playbook, review: WeeklyReview) -> dict[str, Any]:
                          "lane_name": playbook.lanes[s.lane].name} for s in review.signals],
             "red_flags": {k: v for k, v in flag_counts.items() if v},
             "interruptions": records_of(review.interruptions),
+            "replies": review.replies,
         },
     }
 
@@ -462,6 +484,7 @@ def build_memo(session: Session, playbook: Playbook, month: str,
             "signals": [{"text": s.text, "lane": s.lane,
                          "lane_name": playbook.lanes[s.lane].name} for s in signals],
             "audit": audit, "handoffs": int(now["handoffs"]),
+            "replies": client_replies(ctx, start, end, playbook),
         },
     }
     png = {
