@@ -258,6 +258,14 @@ class Inbox(_Model):
     pause_after_reply: Pause = Pause(within=1, unit=TimeUnit.BUSINESS_DAYS)
 
 
+class InputLimits(_Model):
+    """How far a time a person types may stray; beyond these it is refused as a typo."""
+
+    future_minutes: Annotated[int, Field(ge=0)] = 5  # a fact recorded ahead of now (skew)
+    before_close_days: Annotated[int, Field(ge=0)] = 30  # a fact this long before the close
+    close_age_days: Annotated[int, Field(ge=1)] = 365  # a deal recorded as closed this long ago
+
+
 class Playbook(_Model):
     version: str = Field(min_length=1)
     business: Business
@@ -276,6 +284,7 @@ class Playbook(_Model):
     inbox: Inbox = Inbox()
     deals: Deals = Deals()
     alerts: dict[str, list[Key]] = {}  # lane -> alert channel names (URLs: HANDOFF_ALERT_URLS)
+    input_limits: InputLimits = InputLimits()
 
     @model_validator(mode="after")
     def _deal_and_alert_lanes(self) -> Playbook:
@@ -376,12 +385,51 @@ def _format_error(path: Path, error: ValidationError) -> str:
     return f"invalid playbook {path}: {loc}: {message}{more}"
 
 
+MAX_PLAYBOOK_BYTES = 1 * 2**20
+MAX_PLAYBOOK_DEPTH = 20  # the shipped playbook nests 5 levels
+MAX_PLAYBOOK_NODES = 50_000  # scalars, mappings and sequences
+
+
+def _line(event: yaml.Event) -> int | str:
+    return event.start_mark.line + 1 if event.start_mark is not None else "?"
+
+
+def _check_shape(text: str, path: Path) -> None:
+    """Refuse a file too deep, too large or with aliases before building it (yaml builds
+    recursively: a 100,000-level nesting is a RecursionError; an alias bomb expands to
+    billions of values when validated)."""
+    depth = nodes = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_PLAYBOOK_DEPTH:
+                raise PlaybookError(f"playbook {path} nests deeper than {MAX_PLAYBOOK_DEPTH} "
+                                    f"levels (line {_line(event)})")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if isinstance(event, yaml.AliasEvent):
+            raise PlaybookError(f"playbook {path} uses a YAML alias (*{event.anchor}, line "
+                                f"{_line(event)}); write the values out")
+        if isinstance(event, yaml.NodeEvent):
+            nodes += 1
+            if nodes > MAX_PLAYBOOK_NODES:
+                raise PlaybookError(f"playbook {path} has more than {MAX_PLAYBOOK_NODES} "
+                                    "values; it is not a playbook")
+
+
 def load_playbook(path: Path) -> Playbook:
     """Read and validate a playbook file; raise PlaybookError naming the bad key."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_PLAYBOOK_BYTES:
+            raise PlaybookError(f"playbook {path} is over {MAX_PLAYBOOK_BYTES // 2**20} MiB; "
+                                "it is not a playbook")
+        text = path.read_text(encoding="utf-8")
+        _check_shape(text, path)
+        raw = yaml.safe_load(text)
     except FileNotFoundError:
         raise PlaybookError(f"playbook file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise PlaybookError(f"playbook {path} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         detail = str(exc).replace("\n", " ")
         raise PlaybookError(f"playbook {path} is not valid YAML: {detail}") from None

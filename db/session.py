@@ -31,12 +31,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+READ_ONLY = {"handoff_read_only": True}  # execution options of a connection that only reads
+
+
 def _begin_immediate(connection: Any) -> None:
     # Take the write lock when a transaction starts, so two writers serialize instead of one
     # reading a row the other is about to change (SQLite has no SELECT ... FOR UPDATE). Every
     # transaction does, read-only ones too: a long report read makes writers wait (up to
     # sqlite_busy_ms); at 100k clients the KPI load holds it ~10 s. PostgreSQL is unaffected.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A connection marked READ_ONLY begins a plain (deferred) transaction: no write lock.
+    if connection.get_execution_options().get("handoff_read_only"):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -80,8 +87,10 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
 
 
 def is_current(url: str | None = None) -> bool:
-    """True when the schema exists (used to give a clear error instead of a SQL one)."""
-    return inspect(get_engine(url)).has_table("onboardings")
+    """True when the schema exists (used to give a clear error instead of a SQL one); reads
+    without taking SQLite's write lock."""
+    with get_engine(url).connect() as connection:
+        return inspect(connection.execution_options(**READ_ONLY)).has_table("onboardings")
 
 
 def dispose_all() -> None:

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
 
     sqlite_busy_ms: int = 15000  # how long a SQLite writer waits for another before failing
     prefect_api_url: str = "http://127.0.0.1:4200/api"
+    prefect_timeout: float = 5.0  # connect and read, per Prefect API call from the CLI
     onboarding_deployment: str = "client-onboarding/client-onboarding"
 
     smtp_host: str | None = None

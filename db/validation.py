@@ -28,7 +28,26 @@ class GuardrailError(HandoffError):
 
 MAX_TEXT = 2000
 MAX_NAME = 200
+MAX_ID = 2**31 - 1  # the database's integer column (PostgreSQL `integer`)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
+# Bidirectional overrides, embeddings and isolates reorder what a reader sees (a name can be
+# made to display as another); a lone surrogate is a byte that was not UTF-8 (a terminal's
+# Latin-1 argument, decoded by Python with surrogateescape).
+_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _visible(value: str) -> bool:
+    """Whether anything a reader can see is left once format and space characters go."""
+    return any(unicodedata.category(c)[0] not in ("C", "Z") for c in value)
+
+
+def check_utf8(value: str, field: str) -> None:
+    """Refuse text that came from bytes which were not UTF-8."""
+    if _SURROGATE.search(value):
+        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise HandoffError(f"{field} {_show(shown)} is not UTF-8 text; set the terminal or "
+                           "file to UTF-8")
 
 
 def _show(value: str, limit: int = 60) -> str:
@@ -44,10 +63,19 @@ def clean_text(value: str | None, field: str, *, required: bool = False,
         if required:
             raise HandoffError(f"{field} is required and cannot be empty")
         return None
+    check_utf8(value, field)
     value = unicodedata.normalize("NFC", value.strip())
     allowed = value.replace("\n", "").replace("\t", "") if multiline else value
     if _CONTROL.search(allowed) or (not multiline and ("\n" in value or "\r" in value)):
         raise HandoffError(f"{field} {_show(value)} contains control characters; use plain text")
+    if _BIDI.search(value):
+        raise HandoffError(f"{field} {_show(value)} contains a right-to-left or left-to-right "
+                           "override, which changes how the text displays; type it plainly")
+    if not _visible(value):
+        if required:
+            raise HandoffError(f"{field} {_show(value)} has only invisible characters; it is "
+                               "required")
+        return None
     if "\r" in value:
         value = value.replace("\r\n", "\n").replace("\r", "\n")
     if len(value) > max_len:
@@ -67,7 +95,8 @@ def clean_email(value: str | None, field: str = "email") -> str:
     if value is None or not value.strip():
         raise HandoffError(f"{field} is required (an email address like name@example.com)")
     raw = value.strip()
-    if _CONTROL.search(raw) or any(c in raw for c in "\r\n,;<>"):
+    check_utf8(raw, field)
+    if _CONTROL.search(raw) or _BIDI.search(raw) or any(c in raw for c in "\r\n,;<>"):
         raise HandoffError(f"{field} {_show(raw)} is not an email address like name@example.com")
     try:
         return validate_email(raw, check_deliverability=False).normalized
@@ -123,6 +152,15 @@ def parse_date(value: str | dt.date | None, field: str) -> dt.date | None:
     if not (1990 <= parsed.year <= 2200):
         raise HandoffError(f"{field} {_show(str(value))} is out of range (years 1990–2200)")
     return parsed
+
+
+def parse_id(value: str | int, field: str) -> int:
+    """A record id: a whole number the database can hold."""
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+        raise HandoffError(f"{field} {_show(text)} is not an id; expected a whole number from "
+                           f"1 to {MAX_ID}")
+    return int(text)
 
 
 def one_of(value: str, allowed: Iterable[str], field: str) -> str:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from db.playbook import get_playbook
@@ -124,15 +127,27 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     server = None
     if not args.no_server:
-        from deployments.server import start_server, wait_healthy
+        from deployments.server import port_in_use, start_server, wait_healthy
 
+        if port_in_use(args.port):
+            print(f"port {args.port} on 127.0.0.1 is already in use by a process this command "
+                  f"did not start (an old Prefect server?); stop it, or choose another port "
+                  f"with --port", file=sys.stderr)
+            return 2
         api = f"http://127.0.0.1:{args.port}/api"
         os.environ["PREFECT_API_URL"] = api
         os.environ.setdefault("PREFECT_UI_URL", f"http://127.0.0.1:{args.port}")
         home = settings.home / "prefect"
-        print(f"starting Prefect server on 127.0.0.1:{args.port} (log: {home / 'server.log'})")
-        server = start_server(home, port=args.port, log=Path(home / "server.log"))
-        seconds = wait_healthy(api, process=server)
+        server = start_server(home, port=args.port, log=Path(home / "server.log"), owned=True)
+        print(f"starting Prefect server on 127.0.0.1:{args.port} (pid {server.pid}, log: "
+              f"{home / 'server.log'})", flush=True)
+        try:
+            seconds = wait_healthy(api, timeout=300, process=server)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"the Prefect server did not start: {exc}; see {home / 'server.log'}",
+                  file=sys.stderr, flush=True)
+            _stop_server(server, args.port)
+            return 1
         print(f"Prefect server ready in {seconds:.0f}s")
     ui = os.environ.get("PREFECT_UI_URL") or os.environ["PREFECT_API_URL"].removesuffix("/api")
     print(
@@ -145,17 +160,42 @@ def main(argv: list[str] | None = None) -> int:
         f"retainer' --owner va@example.com --backup ops@example.com --contact pat@acme.example "
         f"--terms 'SOW v2 signed' --scope 'SEO + ads, 3 months'\n"
         f"\nCtrl-C stops everything.\n", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops cleanly, like Ctrl-C
     try:
         serve_all(args.limit)
     except KeyboardInterrupt:
         pass
     finally:
         if server is not None:
-            from deployments.server import stop
-
-            stop(server)
-            print("Prefect server stopped.")
+            _stop_server(server, args.port)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_server(server: subprocess.Popen[bytes], port: int) -> None:
+    """Stop the server this process started, and say "stopped" only once it is."""
+    from deployments.server import stop
+
+    if stop(server) and not _still_listening(port):
+        print("Prefect server stopped.", flush=True)
+    else:
+        print(f"the Prefect server (pid {server.pid}) is still running; stop it with "
+              f"`kill {server.pid}`", file=sys.stderr, flush=True)
+
+
+def _still_listening(port: int, wait: float = 5.0) -> bool:
+    """Whether the port stays taken after the server exited (its socket closes with it)."""
+    from deployments.server import port_in_use
+
+    deadline = time.monotonic() + wait
+    while port_in_use(port):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 if __name__ == "__main__":

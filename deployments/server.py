@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,10 +34,35 @@ def server_env(prefect_home: Path, *, port: int, host: str = "127.0.0.1",
     return env
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on host:port (a bind test, as the server would do)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when its parent dies, however it dies
+    (a SIGKILL included), so a server started for a process never outlives it."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def start_server(prefect_home: Path, *, port: int, log: Path,
                  extra_env: dict[str, str] | None = None,
-                 services_off: tuple[str, ...] = UNUSED_SERVICES) -> subprocess.Popen[bytes]:
-    """Start `prefect server start` in the background; the caller waits with wait_healthy."""
+                 services_off: tuple[str, ...] = UNUSED_SERVICES,
+                 owned: bool = False) -> subprocess.Popen[bytes]:
+    """Start `prefect server start` in the background; the caller waits with wait_healthy.
+
+    `owned`: the server belongs to the calling process (`deployments.serve`): it stays in the
+    caller's process group (Ctrl-C and a kill of the group reach it) and dies with the caller.
+    Otherwise (test fixtures) it gets its own session and the caller stops it with `stop`.
+    """
     prefect_home.mkdir(parents=True, exist_ok=True)
     env = {**server_env(prefect_home, port=port, services_off=services_off), **(extra_env or {})}
     prefect = Path(sys.executable).with_name("prefect")
@@ -42,7 +70,8 @@ def start_server(prefect_home: Path, *, port: int, log: Path,
     return subprocess.Popen(
         [str(prefect), "server", "start", "--host", env["PREFECT_SERVER_API_HOST"],
          "--port", str(port)],
-        env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=not owned,
+        preexec_fn=_die_with_parent if owned else None,
     )
 
 
@@ -70,18 +99,26 @@ def wait_healthy(api_url: str, timeout: float = 90.0,
     raise TimeoutError(f"Prefect server at {api_url} not healthy after {timeout:.0f}s")
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Stop a process group politely, then firmly."""
-    import signal
-
+def stop(process: subprocess.Popen[bytes], timeout: float = 20.0) -> bool:
+    """Stop the server politely, then firmly (its whole session when it leads one); returns
+    whether it has exited."""
     if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+        return True
+    leads_group = os.getpgid(process.pid) == process.pid
+
+    def send(sig: signal.Signals) -> None:
         try:
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, sig) if leads_group else process.send_signal(sig)
         except ProcessLookupError:
             pass
-        process.wait(timeout=5)
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return False
+    return True

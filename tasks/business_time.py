@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -158,6 +158,12 @@ class BusinessCalendar:
         return dt.datetime.combine(dt.date.min, self.day_end) - dt.datetime.combine(
             dt.date.min, self.day_start
         )
+
+    def prepare(self, years: Iterable[int]) -> None:
+        """Load these years' holidays and interval tables now (the holidays package imports a
+        country's rules on first use: ~0.4 s), e.g. before a write transaction that needs them."""
+        for year in years:
+            self._table(year)
 
     def is_business_day(self, d: dt.date) -> bool:
         """True if ``d`` is a workday that is neither a public holiday nor a closed date."""

@@ -28,6 +28,12 @@ def calendar_for(playbook: Playbook) -> BusinessCalendar:
     return _calendar(playbook.calendar.model_dump_json())
 
 
+def warm_calendar(playbook: Playbook, around: dt.datetime) -> None:
+    """Build the calendar for the years around `around` before a transaction needs it, so a
+    write holds the database lock for milliseconds, not for the holidays package's imports."""
+    calendar_for(playbook).prepare(range(around.year - 1, around.year + 2))
+
+
 def business_hours_per_day(playbook: Playbook) -> float:
     """Hours in one business day (the calendar's opening hours)."""
     return calendar_for(playbook).business_day_length / dt.timedelta(hours=1)

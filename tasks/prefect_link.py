@@ -1,7 +1,9 @@
 """The CLI's door to Prefect: start a client's run, and wake it when a fact is recorded.
 
 Both are best effort by design: the database is the record of truth, so when the Prefect server
-is down the fact is kept and the reconcile flow catches the run up later.
+is down, or answers /health but not its API, the fact is kept and the reconcile flow catches the
+run up later. Every call has short connect and read timeouts (`HANDOFF_PREFECT_TIMEOUT`, 5 s)
+and no client-side retries, so a hung server costs the VA seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+from sqlalchemy.exc import OperationalError
 
 from db.session import session_factory
 from db.settings import get_settings
@@ -44,9 +47,23 @@ def prefect_settings() -> Iterator[None]:
     Prefect reads its settings once, at import; a long-lived process (a served flow, a test
     session) may have imported it before PREFECT_API_URL was set, so apply them explicitly.
     """
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_REQUEST_TIMEOUT,
+        PREFECT_API_URL,
+        PREFECT_CLIENT_MAX_RETRIES,
+        PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED,
+        temporary_settings,
+    )
 
-    updates: dict[Any, Any] = {PREFECT_API_URL: configure_prefect_client()}
+    updates: dict[Any, Any] = {
+        PREFECT_API_URL: configure_prefect_client(),
+        # Prefect's defaults (60 s per request, 5 retries with backoff) let a server that
+        # accepts connections but never answers hold a command for ~7 minutes.
+        PREFECT_API_REQUEST_TIMEOUT: get_settings().prefect_timeout,
+        PREFECT_CLIENT_MAX_RETRIES: 0,
+        PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED: False,
+    }
     if os.environ.get("PREFECT_API_AUTH_STRING"):
         updates[PREFECT_API_AUTH_STRING] = os.environ["PREFECT_API_AUTH_STRING"]
     with temporary_settings(updates=updates):
@@ -74,6 +91,20 @@ def unreachable_note() -> str:
             "and the reconcile flow will catch the run up once the server is back")
 
 
+def no_answer_note(exc: BaseException) -> str:
+    """What the VA is told when Prefect took the call but did not answer it in time."""
+    return (f"Prefect server at {configure_prefect_client()} did not answer within "
+            f"{get_settings().prefect_timeout:g} s ({type(exc).__name__}); the fact is recorded "
+            "and the reconcile flow will catch the run up")
+
+
+def prefect_failures() -> tuple[type[BaseException], ...]:
+    """What a Prefect call raises when the server is slow, gone or refuses (never a bug)."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    return (httpx.HTTPError, PrefectHTTPStatusError, OSError)
+
+
 def ui_url(flow_run_id: UUID | str) -> str:
     """The Prefect UI page of a flow run."""
     from prefect.settings import get_current_settings
@@ -93,15 +124,24 @@ def start_run(onboarding_id: int, attempt: int = 0) -> str:
         ob = records.get_onboarding(session, onboarding_id)
         tags = [f"segment:{ob.segment}", f"offer:{ob.offer}", f"onboarding:{ob.id}"]
     name = onboarding_run_name(onboarding_id)
-    with prefect_settings():
-        run: FlowRun = run_deployment(  # type: ignore[assignment]
-            get_settings().onboarding_deployment, parameters={"onboarding_id": onboarding_id},
-            timeout=0, tags=tags, flow_run_name=name, as_subflow=False,
-            # The server returns the existing run for a known key, so a retried start reuses it.
-            idempotency_key=f"onboarding-{onboarding_id}"
-            + (f"-restart-{attempt}" if attempt else ""),
-        )
-    remember_run(onboarding_id, str(run.id))
+    try:
+        with prefect_settings():
+            run: FlowRun = run_deployment(  # type: ignore[assignment]
+                get_settings().onboarding_deployment,
+                parameters={"onboarding_id": onboarding_id},
+                timeout=0, tags=tags, flow_run_name=name, as_subflow=False,
+                # The server returns the existing run for a known key, so a retried start
+                # reuses it.
+                idempotency_key=f"onboarding-{onboarding_id}"
+                + (f"-restart-{attempt}" if attempt else ""),
+            )
+    except prefect_failures() as exc:
+        return no_answer_note(exc)
+    try:
+        remember_run(onboarding_id, str(run.id))
+    except OperationalError:
+        # Busy database: the started run is found again by its idempotency key on reconcile.
+        return f"{ui_url(run.id)} (linked to the record by the next reconcile)"
     return ui_url(run.id)
 
 
@@ -115,18 +155,32 @@ def remember_run(onboarding_id: int, flow_run_id: str) -> None:
                               onboarding_id=onboarding_id, flow_run_id=flow_run_id)
 
 
-def nudge_run(onboarding_id: int, wait_seconds: float = 5.0) -> str:
-    """Resume the client's suspended run so it re-checks the database; say what happened."""
-    with session_factory()() as session, session.begin():
-        ob = records.get_onboarding(session, onboarding_id)
-        flow_run_id, status = ob.flow_run_id, ob.status
+def nudge_run(onboarding_id: int, wait_seconds: float = 5.0, *,
+              run: tuple[str | None, str] | None = None) -> str:
+    """Resume the client's suspended run so it re-checks the database; say what happened.
+
+    `run` is (flow run id, onboarding status) as the caller's write transaction saw them, so
+    waking needs no second transaction. Never raises for Prefect or a busy database: the fact
+    is recorded either way, and the reconcile flow catches the run up.
+    """
+    if run is None:
+        try:
+            with session_factory()() as session, session.begin():
+                ob = records.get_onboarding(session, onboarding_id)
+                run = (ob.flow_run_id, ob.status)
+        except OperationalError:
+            return "the database is busy; the reconcile flow will wake the run"
+    flow_run_id, status = run
     if status != "active":
         return f"onboarding is {status}; no run to wake"
     if flow_run_id is None:
         return "no flow run yet; the reconcile flow will start one"
     if not server_reachable():
         return unreachable_note()
-    return resume_if_suspended(UUID(flow_run_id), wait_seconds=wait_seconds)
+    try:
+        return resume_if_suspended(UUID(flow_run_id), wait_seconds=wait_seconds)
+    except prefect_failures() as exc:
+        return no_answer_note(exc)
 
 
 def resume_if_suspended(flow_run_id: UUID, wait_seconds: float = 0.0) -> str:

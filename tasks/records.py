@@ -57,6 +57,40 @@ def log_event(session: Session, kind: str, *, actor: str, onboarding_id: int | N
     return event
 
 
+def check_happened(playbook: Playbook, at: dt.datetime, field: str = "--at", *,
+                   now: dt.datetime | None = None) -> dt.datetime:
+    """A time something happened: not in the future (beyond the playbook's clock skew)."""
+    now = now or utcnow()
+    ahead = dt.timedelta(minutes=playbook.input_limits.future_minutes)
+    if at > now + ahead:
+        raise HandoffError(f"{field} {at.isoformat(timespec='minutes')} is in the future; "
+                           f"record what has happened (now is {now:%Y-%m-%d %H:%M} UTC)")
+    return at
+
+
+def check_close(playbook: Playbook, closed_at: dt.datetime, field: str = "--closed-at", *,
+                now: dt.datetime | None = None) -> dt.datetime:
+    """A deal's close: happened, and not longer ago than the playbook allows."""
+    now = now or utcnow()
+    check_happened(playbook, closed_at, field, now=now)
+    oldest = now - dt.timedelta(days=playbook.input_limits.close_age_days)
+    if closed_at < oldest:
+        raise HandoffError(f"{field} {closed_at.date().isoformat()} is more than "
+                           f"{playbook.input_limits.close_age_days} days ago; expected a recent "
+                           "close (input_limits.close_age_days in the playbook)")
+    return closed_at
+
+
+def _check_after_close(playbook: Playbook, onboarding: Onboarding, at: dt.datetime,
+                       field: str = "--at") -> None:
+    """A fact about a client dates from around its close at the earliest."""
+    days = playbook.input_limits.before_close_days
+    if at < onboarding.closed_at - dt.timedelta(days=days):
+        raise HandoffError(f"{field} {at.date().isoformat()} is more than {days} days before "
+                           f"{onboarding.client_name}'s deal closed "
+                           f"({onboarding.closed_at.date().isoformat()}); check the date")
+
+
 def get_onboarding(session: Session, onboarding_id: int, *, for_update: bool = False) -> Onboarding:
     """The onboarding with this id, or NotFoundError."""
     stmt = select(Onboarding).where(Onboarding.id == onboarding_id)
@@ -266,6 +300,7 @@ def record_artifact(session: Session, playbook: Playbook, onboarding_id: int, ke
     note = clean_text(note, "--note")
     by = clean_name(by, "--by")
     onboarding = get_onboarding(session, onboarding_id, for_update=True)
+    _check_after_close(playbook, onboarding, at)
     existing = session.scalars(
         select(Artifact).where(Artifact.onboarding_id == onboarding_id, Artifact.key == key)
     ).first()

@@ -14,12 +14,14 @@ HANDOFF = Path(sys.executable).with_name("handoff")
 CLOSED = "2026-11-23T10:00"
 
 
-def run(db_url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `handoff ARGS` against the test database, with no Prefect server reachable."""
-    env = {**os.environ, "HANDOFF_DATABASE_URL": db_url,
-           "PREFECT_API_URL": "http://127.0.0.1:9/api"}
-    result = subprocess.run([str(HANDOFF), *args], capture_output=True, text=True, env=env,
-                            timeout=120)
+def run(db_url: str, *args: str, ok: bool = True,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `handoff ARGS` against the test database, with no Prefect server reachable (unless
+    `env` says otherwise)."""
+    full_env = {**os.environ, "HANDOFF_DATABASE_URL": db_url,
+                "PREFECT_API_URL": "http://127.0.0.1:9/api", **(env or {})}
+    result = subprocess.run([str(HANDOFF), *args], capture_output=True, text=True,
+                            env=full_env, timeout=120)
     if ok:
         assert result.returncode == 0, result.stderr
     return result
