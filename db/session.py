@@ -46,6 +46,19 @@ def _begin_immediate(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# PostgreSQL: serialization failure, deadlock, lock not available, too many connections.
+_BUSY_SQLSTATES = {"40001", "40P01", "55P03", "53300"}
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether a database error means "another writer holds it; try again" (nothing written)."""
+    orig = getattr(exc, "orig", exc)
+    if getattr(orig, "sqlstate", None) in _BUSY_SQLSTATES:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
 def get_engine(url: str | None = None) -> Engine:
     """The engine for this process and URL (defaults to the configured database)."""
     url = url or get_settings().database_url

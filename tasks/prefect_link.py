@@ -91,11 +91,15 @@ def unreachable_note() -> str:
             "and the reconcile flow will catch the run up once the server is back")
 
 
-def no_answer_note(exc: BaseException) -> str:
-    """What the VA is told when Prefect took the call but did not answer it in time."""
+def no_answer(exc: BaseException) -> str:
+    """Prefect took the call but did not answer it in time (or failed it)."""
     return (f"Prefect server at {configure_prefect_client()} did not answer within "
-            f"{get_settings().prefect_timeout:g} s ({type(exc).__name__}); the fact is recorded "
-            "and the reconcile flow will catch the run up")
+            f"{get_settings().prefect_timeout:g} s ({type(exc).__name__})")
+
+
+def no_answer_note(exc: BaseException) -> str:
+    """What the VA is told when a recorded fact's run could not be reached."""
+    return f"{no_answer(exc)}; the fact is recorded and the reconcile flow will catch the run up"
 
 
 def prefect_failures() -> tuple[type[BaseException], ...]:

@@ -33,6 +33,7 @@ from db.models import (
 )
 from db.playbook import Gate, Playbook
 from db.validation import (
+    MAX_ID,
     GuardrailError,
     HandoffError,
     NotFoundError,
@@ -93,6 +94,9 @@ def _check_after_close(playbook: Playbook, onboarding: Onboarding, at: dt.dateti
 
 def get_onboarding(session: Session, onboarding_id: int, *, for_update: bool = False) -> Onboarding:
     """The onboarding with this id, or NotFoundError."""
+    if not 1 <= onboarding_id <= MAX_ID:  # beyond the column: a SQL overflow, not "not found"
+        raise NotFoundError(f"onboarding {onboarding_id} does not exist (ids run from 1 to "
+                            f"{MAX_ID})")
     stmt = select(Onboarding).where(Onboarding.id == onboarding_id)
     if for_update:
         # Lock the row and re-read it, so a concurrent writer's change is seen, not overwritten.
@@ -346,7 +350,8 @@ def resolve_blocker(session: Session, playbook: Playbook, blocker_id: int, *, by
                     at: dt.datetime, note: str | None = None) -> Blocker:
     """Resolve an open blocker (resolving twice is refused, so the record stays true)."""
     note = clean_text(note, "--note")
-    blocker = session.get(Blocker, blocker_id, with_for_update=True)
+    blocker = (session.get(Blocker, blocker_id, with_for_update=True)
+               if 1 <= blocker_id <= MAX_ID else None)
     if blocker is None:
         raise NotFoundError(f"blocker {blocker_id} does not exist; 'handoff status ID' lists them")
     if blocker.resolved_at is not None:
@@ -509,7 +514,7 @@ def close_action(session: Session, action_id: int, *, note: str | None, by: str,
                  at: dt.datetime) -> CorrectiveAction:
     """Close a corrective action with a note saying what was done."""
     text = clean_text(note, "--note", required=True)
-    action = session.get(CorrectiveAction, action_id)
+    action = session.get(CorrectiveAction, action_id) if 1 <= action_id <= MAX_ID else None
     if action is None:
         raise NotFoundError(f"corrective action {action_id} does not exist")
     if action.closed_at is not None:
