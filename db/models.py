@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -93,6 +94,8 @@ class Onboarding(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     row_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Loaded by `handoff demo`: fictional, so its mail is suppressed and `demo --clear` removes it.
+    demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), index=True)
 
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="onboarding")
 
@@ -158,6 +161,10 @@ class Event(Base):
     reason: Mapped[str | None] = mapped_column(Text)
 
 
+# Outbox statuses that count as delivered: a demo client's mail is suppressed, never sent.
+DELIVERED = ("sent", "suppressed")
+
+
 class Communication(Base):
     """The outbox: every message, keyed so it is sent at most once."""
 
@@ -190,7 +197,8 @@ class Communication(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued', 'sending', 'sent', 'failed', 'uncertain', 'bounced')",
+            "status IN ('queued', 'sending', 'sent', 'failed', 'uncertain', 'bounced', "
+            "'suppressed')",
             name="status_known"
         ),
     )
@@ -425,3 +433,4 @@ class MailboxCursor(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime]
+

@@ -21,6 +21,7 @@ from sqlalchemy import Integer, Numeric, String, select, type_coerce
 from sqlalchemy.engine import Connection
 
 from db.models import (
+    DELIVERED,
     Artifact,
     Audit,
     Blocker,
@@ -546,7 +547,7 @@ def sla_adherence(communications: pd.DataFrame, start: pd.Timestamp,
                   end: pd.Timestamp) -> float:
     """Share of SLA-bound messages sent in the period with no business minute late."""
     sent = communications[communications["sla_key"].notna()
-                          & (communications["status"] == "sent")
+                          & communications["status"].isin(DELIVERED)
                           & _in(communications["sent_at"], start, end)]
     if sent.empty:
         return math.nan
@@ -557,7 +558,7 @@ def sla_misses_by_key(communications: pd.DataFrame, start: pd.Timestamp,
                       end: pd.Timestamp) -> pd.Series:
     """Late SLA-bound messages sent in the period, per SLA key."""
     sent = communications[communications["sla_key"].notna()
-                          & (communications["status"] == "sent")
+                          & communications["status"].isin(DELIVERED)
                           & _in(communications["sent_at"], start, end)]
     late = sent[sent["late_business_minutes"].fillna(0) > 0]
     return late.groupby("sla_key").size().sort_values(ascending=False)
@@ -806,7 +807,7 @@ class Context:
     def sla_sent(self) -> Timeline:
         """SLA-bound messages sent, by sending instant (only what adherence reads)."""
         comms = self.frames.communications
-        sent = comms["sla_key"].notna() & (comms["status"] == "sent")
+        sent = comms["sla_key"].notna() & comms["status"].isin(DELIVERED)
         return Timeline.of(comms.loc[sent, ["sla_key", "status", "sent_at",
                                             "late_business_minutes"]], "sent_at")
 

@@ -7,7 +7,8 @@ from tasks import records
 
 
 def onboarding_run_name(onboarding_id: int) -> str:
-    """'Acme Dental #12': the client's name, so the UI list reads as the portfolio."""
+    """'Acme Dental #12': the client's name, so the UI list reads as the portfolio; a demo
+    client's run says so ('Acme Dental #12 (demo)')."""
     with session_factory()() as session, session.begin():
         ob = records.get_onboarding(session, onboarding_id)
-        return f"{ob.client_name} #{ob.id}"
+        return f"{ob.client_name} #{ob.id}" + (" (demo)" if ob.demo else "")

@@ -209,6 +209,7 @@ class DeliveryReport:
     failed: int = 0
     uncertain: int = 0
     held: int = 0
+    suppressed: int = 0
 
 
 def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settings, *,
@@ -218,6 +219,7 @@ def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settin
     report = DeliveryReport()
     with factory() as session, session.begin():
         report.uncertain = _mark_orphans(session, playbook, now)
+        report.suppressed = _suppress_demo(session, playbook, now, onboarding_id)
         claimed = _claim(session, now, onboarding_id, limit)
     if not claimed:
         return report
@@ -256,14 +258,34 @@ def _update_alarm(factory: sessionmaker[Session], fault: tuple[str, str] | None,
         announce(raised)
 
 
+def _due(now: dt.datetime, onboarding_id: int | None) -> ColumnElement[bool]:
+    """Queued rows whose time has come (of one client, or of everyone)."""
+    due = and_(Communication.status == "queued",
+               or_(Communication.next_attempt_at.is_(None), Communication.next_attempt_at <= now))
+    return due if onboarding_id is None else and_(due, Communication.onboarding_id == onboarding_id)
+
+
+def _suppress_demo(session: Session, playbook: Playbook, now: dt.datetime,
+                   onboarding_id: int | None) -> int:
+    """A demo client is fictional: its due mail is recorded as suppressed at the moment it
+    would have gone out (so clocks and KPIs read as if sent), and never reaches SMTP."""
+    rows = list(session.scalars(select(Communication).where(
+        _due(now, onboarding_id),
+        Communication.onboarding_id.in_(select(Onboarding.id).where(Onboarding.demo)))))
+    for row in rows:
+        row.status, row.sent_at = "suppressed", now
+        row.late_business_minutes = (business_minutes_late(playbook, row.due_at, now)
+                                     if row.due_at else None)
+        log_event(session, "message_suppressed", actor="handoff", onboarding_id=row.onboarding_id,
+                  at=now, template=row.template, key=row.idempotency_key)
+    return len(rows)
+
+
 def _claim(session: Session, now: dt.datetime, onboarding_id: int | None,
            limit: int) -> list[Communication]:
     """Move due rows from queued to sending; only rows this transaction moved are ours."""
-    due = and_(Communication.status == "queued",
-               or_(Communication.next_attempt_at.is_(None), Communication.next_attempt_at <= now))
-    if onboarding_id is not None:
-        due = and_(due, Communication.onboarding_id == onboarding_id)
-    stmt = select(Communication.id).where(due).order_by(Communication.id).limit(limit)
+    stmt = (select(Communication.id).where(_due(now, onboarding_id))
+            .order_by(Communication.id).limit(limit))
     if session.bind is not None and session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     ids = list(session.scalars(stmt))

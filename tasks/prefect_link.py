@@ -126,7 +126,8 @@ def start_run(onboarding_id: int, attempt: int = 0) -> str:
 
     with session_factory()() as session, session.begin():
         ob = records.get_onboarding(session, onboarding_id)
-        tags = [f"segment:{ob.segment}", f"offer:{ob.offer}", f"onboarding:{ob.id}"]
+        tags = [f"segment:{ob.segment}", f"offer:{ob.offer}", f"onboarding:{ob.id}",
+                *(["demo"] if ob.demo else [])]
     name = onboarding_run_name(onboarding_id)
     try:
         with prefect_settings():

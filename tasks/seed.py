@@ -85,6 +85,7 @@ FIXES = (
     ("handoff rework 15% > 10%: tighten packet quality gate", "D",
      "Delivery team signs the packet before the client is told we are ready."),
 )
+SEED_NOTE = "Seeded demo history"  # marks demo rows that belong to no client (`demo --clear`)
 SEED_BODY = "Seeded demo history: the rendered body of this message is not stored."
 
 
@@ -696,7 +697,8 @@ def _interruptions(gen: _Generator, past: list[_Past]) -> list[dict[str, Any]]:
                 if rng.random() < 0.8 else None
             rows.append({"onboarding_id": client, "category": category,
                          "avoidable": rng.random() < 0.3 + 0.4 * bad,
-                         "lane": INTERRUPTION_LANES.get(category, "D"), "at": at, "note": None})
+                         "lane": INTERRUPTION_LANES.get(category, "D"), "at": at,
+                         "note": None if client else SEED_NOTE})
         day += dt.timedelta(days=1)
     return rows
 

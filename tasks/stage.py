@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, create_model
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import Communication, Event, utcnow
+from db.models import DELIVERED, Communication, Event, utcnow
 from db.playbook import Gate, Playbook, get_playbook
 from db.session import session_factory
 from db.settings import get_settings
@@ -188,7 +188,7 @@ def deliver_handoff_packet(onboarding_id: int) -> int:
     deliver(factory, playbook, get_settings(), now=now, onboarding_id=onboarding_id)
     with factory() as session, session.begin():
         sent = session.scalars(select(Communication.status).where(
-            Communication.idempotency_key == key)).first() == "sent"
+            Communication.idempotency_key == key)).first() in DELIVERED
         if sent:
             records.record_artifact(session, playbook, onboarding_id, "handoff_packet_delivered",
                                     by=SYSTEM, at=now, note="packet emailed to the delivery team")

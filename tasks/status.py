@@ -33,14 +33,14 @@ def portfolio(session: Session, playbook: Playbook) -> list[dict[str, Any]]:
     rows = session.execute(
         select(Onboarding.id, Onboarding.client_name, Onboarding.stage, Onboarding.status,
                Onboarding.next_action, Onboarding.next_action_due, Onboarding.blocker_tag,
-               Onboarding.owner_email)
+               Onboarding.owner_email, Onboarding.demo)
         .order_by(Onboarding.status, Onboarding.next_action_due, Onboarding.id)
     ).all()
     return [
         {"id": r.id, "client": r.client_name, "stage": r.stage, "status": r.status,
          "next_action": r.next_action,
          "next_action_due": r.next_action_due.isoformat() if r.next_action_due else None,
-         "blocker": r.blocker_tag, "owner": r.owner_email}
+         "blocker": r.blocker_tag, "owner": r.owner_email, "demo": r.demo}
         for r in rows
     ]
 
@@ -95,13 +95,14 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
         "missing_artifacts": missing, "exit_problems": problems,
         "open_blockers": [{"id": b.id, "type": b.type, "critical": b.critical,
                            "opened_at": b.opened_at.isoformat()} for b in blockers],
-        "clocks": clocks, "flow_run_id": ob.flow_run_id,
+        "clocks": clocks, "flow_run_id": ob.flow_run_id, "demo": ob.demo,
     }
     def local(at: dt.datetime | None) -> str:
         return at.astimezone(tz).strftime("%a %d %b %H:%M %Z") if at else "-"
 
     lines = [
-        f"#{ob.id} {ob.client_name} ({ob.segment}, {ob.offer}) — {ob.status}",
+        f"#{ob.id} {ob.client_name} ({ob.segment}, {ob.offer}) — {ob.status}"
+        + (" — DEMO client: its mail is recorded as suppressed, never sent" if ob.demo else ""),
         f"stage:   {stage.name} since {local(ob.stage_entered_at)}",
         f"owner:   {ob.owner_email} (backup {ob.backup_email})",
         f"next:    {ob.next_action or '-'} — due {local(ob.next_action_due)}",

@@ -78,6 +78,11 @@ MIGRATIONS: list[Migration] = [
     Migration("deals", new_tables={"deal_links": empty, "deal_cursors": empty}),
     Migration("inbox_replies", new_columns={"client_responses.message_id": unset},
               new_tables={"mailbox_cursors": empty, "inbound_messages": empty}),
+    Migration("demo_flag",
+              new_columns={"onboardings.demo": lambda row, fx: row["id"] in fx.demo_ids},
+              rewritten={"communications.status": lambda row, fx: (
+                  "suppressed" if row["status"] == "queued" and row["onboarding_id"]
+                  in fx.demo_ids else row["status"])}),
 ]
 
 
