@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -217,8 +218,9 @@ def before(fixture_file: Path) -> Fixture:
 
 def handoff(url: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The installed console script, as a person runs it."""
-    env = {"HANDOFF_DATABASE_URL": url, "HANDOFF_HOME": str(home),
-           "PREFECT_API_URL": "http://127.0.0.1:9/api", "PATH": "/usr/bin:/bin"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")},
+           "HANDOFF_DATABASE_URL": url, "HANDOFF_HOME": str(home),
+           "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     return subprocess.run([str(Path(sys.executable).with_name("handoff")), *args],
                           env=env, capture_output=True, text=True, timeout=300, check=False)
 
