@@ -9,7 +9,7 @@ What each SMTP outcome does to a row (the transport decides the outcome, `tasks.
 sent -> sent; transient -> queued again after a backoff (client mail: inside business hours),
 failed after MAX_ATTEMPTS; permanent -> failed, owner told; uncertain -> uncertain, owner told,
 never re-sent; held (the server refuses us: login, sender, TLS) -> queued again with its attempt
-given back, and the transport alarm raised (`tasks.transport_alarm`), which does not go by mail.
+given back, and the transport alarm raised (`tasks.mail.alarm`), which does not go by mail.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from db.playbook import Playbook
 from db.settings import Settings
 from tasks.alerts import OnDemand, alert_drafts, is_alert, send_alert
 from tasks.clock import business_minutes_late, next_send_window
+from tasks.mail.alarm import TransportAlarm, announce, clear_alarm, raise_alarm
 from tasks.mail.inbox.address import reply_address
 from tasks.mailer import (
     Attachment,
@@ -41,7 +42,6 @@ from tasks.mailer import (
 )
 from tasks.records import log_event
 from tasks.render import Rendered, catalog, render_message
-from tasks.transport_alarm import TransportAlarm, announce, clear_alarm, raise_alarm
 
 MAX_ATTEMPTS = 6
 BACKOFF_MINUTES = (5, 15, 45, 120, 360)

@@ -22,6 +22,7 @@ from db.session import session_factory
 from db.settings import get_settings
 from tasks import records
 from tasks.comms import Client, context
+from tasks.mail.alarm import TransportAlarm, current_alarm, on_transport_alarm
 from tasks.outbox import (
     BACKOFF_MINUTES,
     MAX_ATTEMPTS,
@@ -32,7 +33,6 @@ from tasks.outbox import (
     enqueue,
     enqueue_many,
 )
-from tasks.transport_alarm import TransportAlarm, current_alarm, on_transport_alarm
 from tests.factories import new_onboarding
 from tests.smtp_server import LoopbackSmtp
 
@@ -398,11 +398,11 @@ def test_a_client_retry_waits_for_business_hours(factory: sessionmaker[Session],
 def alarms() -> Iterator[list[TransportAlarm | None]]:
     """What the transport alarm hook was told, in order."""
     seen: list[TransportAlarm | None] = []
-    from tasks import transport_alarm
+    from tasks.mail import alarm
 
     on_transport_alarm(seen.append)
     yield seen
-    transport_alarm._hooks.remove(seen.append)
+    alarm._hooks.remove(seen.append)
 
 
 def test_auth_failure_holds_mail_raises_one_alarm_outside_mail_and_clears(
