@@ -5,8 +5,15 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from db.validation import HandoffError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,11 +84,10 @@ class Settings(BaseSettings):
 
     @field_validator("smtp_password", "imap_password", "secret_key")
     @classmethod
-    def _refuse_placeholder(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+    def _refuse_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         """Refuse an obviously placeholder secret rather than failing when it is used."""
         if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
-            name = f"HANDOFF_{(info.field_name or '').upper()}"
-            raise ValueError(f"{name} is a placeholder; set the real value")
+            raise ValueError("a placeholder, not a real secret; set the real value")
         return value
 
     @model_validator(mode="after")
@@ -129,5 +135,18 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings instance (tests clear the cache after changing the env)."""
-    return Settings()
+    """The process-wide settings instance (tests clear the cache after changing the env).
+
+    A bad setting is one line naming the variable and what is expected (never its value: it
+    may be a secret), not a validation dump."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = f"HANDOFF_{str(first['loc'][0]).upper()}: " if first["loc"] else ""
+        raise SettingsError(f"invalid settings: {where}"
+                            f"{first['msg'].removeprefix('Value error, ')}") from None
+
+
+class SettingsError(HandoffError):
+    """The environment (or .env) holds a setting that cannot work."""

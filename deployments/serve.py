@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  Prefect UI:   {ui}\n"
         f"  database:     {settings.database_url}\n"
         f"  mail:         {'SMTP ' + settings.smtp_host if settings.smtp_host else 'files in ' + str(settings.outbox_dir)}\n"  # noqa: E501
+        f"  inbox:        {'IMAP ' + settings.imap_host + ' ' + settings.imap_folder if settings.imap_host else 'not read (HANDOFF_IMAP_HOST unset)'}\n"  # noqa: E501
         f"\nIn another terminal, start a first onboarding:\n"
         f"  .venv/bin/handoff onboard --client 'Acme Dental' --segment smb --offer 'Growth "
         f"retainer' --owner va@example.com --backup ops@example.com --contact pat@acme.example "

@@ -408,3 +408,32 @@ def closed_port() -> int:
     from tests.flow.conftest import free_port
 
     return free_port()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"HANDOFF_IMAP_HOST": "imap.example.com"},
+     "invalid settings: HANDOFF_IMAP_HOST is set: set HANDOFF_IMAP_USERNAME and "
+     "HANDOFF_IMAP_PASSWORD too"),
+    ({"HANDOFF_IMAP_HOST": "imap.example.com", "HANDOFF_IMAP_USERNAME": "u",
+      "HANDOFF_IMAP_PASSWORD": "changeme"},
+     "invalid settings: HANDOFF_IMAP_PASSWORD: a placeholder, not a real secret; set the real "
+     "value"),
+    ({"HANDOFF_IMAP_HOST": "imap.example.com", "HANDOFF_IMAP_USERNAME": "u",
+      "HANDOFF_IMAP_PASSWORD": "pw-for-real", "HANDOFF_IMAP_SSL": "false"},
+     "invalid settings: HANDOFF_IMAP_SSL and HANDOFF_IMAP_STARTTLS are both false; the mailbox "
+     "is only read over TLS: enable one"),
+    ({"HANDOFF_REPLY_TO": "onboarding@northwind.example"},
+     "invalid settings: HANDOFF_REPLY_TO is set: set HANDOFF_SECRET_KEY too (it signs the reply "
+     "addresses)"),
+])
+def test_a_bad_mailbox_setting_is_one_line_without_the_secret(
+        home: object, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str) -> None:
+    from db.settings import SettingsError
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    with pytest.raises(SettingsError) as refused:
+        get_settings()
+    assert str(refused.value) == message
+    assert "pw-for-real" not in str(refused.value)
