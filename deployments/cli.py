@@ -17,7 +17,7 @@ from db.playbook import Playbook, PlaybookError, get_playbook
 from db.session import is_current, session_factory, upgrade
 from db.settings import get_settings
 from db.validation import HandoffError, parse_date, parse_instant
-from tasks import records
+from tasks.onboarding import records
 
 app = typer.Typer(help="handoff: client onboarding from 'deal closed' to 'ready to deliver'.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -102,7 +102,7 @@ def when(value: str | None, field: str = "--at") -> dt.datetime:
 
 def _nudge(onboarding_id: int) -> str:
     """Tell the client's flow run that something changed; say plainly what happened."""
-    from tasks.prefect_link import nudge_run
+    from tasks.prefect.runs import nudge_run
 
     return nudge_run(onboarding_id)
 
@@ -223,7 +223,7 @@ def onboard(
 
 
 def _start(onboarding_id: int) -> str:
-    from tasks.prefect_link import start_run
+    from tasks.prefect.runs import start_run
 
     return start_run(onboarding_id)
 
@@ -236,7 +236,7 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Stage, owner, next action and date, open blockers, missing artifacts, SLA clocks."""
-    from tasks.status import describe, portfolio
+    from tasks.onboarding.status import describe, portfolio
 
     with transaction() as (session, playbook):
         if onboarding_id is None:
@@ -520,7 +520,7 @@ def import_deals(
     as_json: JsonOpt = False,
 ) -> None:
     """Import closed deals from a CSV, all rows or none."""
-    from tasks.importer import read_deals
+    from tasks.onboarding.importer import read_deals
 
     deals = read_deals(path, get_playbook().calendar.tz)
     with transaction() as (session, playbook):
@@ -538,7 +538,7 @@ def sweep(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the reminder and escalation sweeps now, in-process."""
-    from tasks.sweeps import sweep_now
+    from tasks.comms.sweeps import sweep_now
 
     reminders = sweep_now(as_of, messages=True, escalations=False)
     escalations = sweep_now(as_of, messages=False, escalations=True)
@@ -558,8 +558,8 @@ def _summary(report: dict[str, Any]) -> str:
 @guarded
 def reconcile_cmd(as_json: JsonOpt = False) -> None:
     """Start missing client runs, resume runs whose condition is met, restart dead runs."""
-    from tasks.prefect_link import server_reachable, unreachable_note
-    from tasks.reconcile import reconcile_runs
+    from tasks.prefect.reconcile import reconcile_runs
+    from tasks.prefect.runs import server_reachable, unreachable_note
 
     if not server_reachable():
         raise HandoffError(unreachable_note())

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Last week's review: stage aging, blockers, threshold breaks, actions, risks."""
-        from tasks.reports import build_weekly_review, deliver_due, queue_weekly_email
+        from tasks.reporting.reports import build_weekly_review, deliver_due, queue_weekly_email
 
         at = when(as_of, "--as-of")
         with transaction() as (session, playbook):
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The founder's one-page monthly memo: HTML and PNG charts, or sent by e-mail."""
         from db.settings import get_settings
-        from tasks.reports import (
+        from tasks.reporting.reports import (
             build_memo,
             deliver_due,
             parse_month,
@@ -87,8 +87,8 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """The KPI table for the last N days, for the portfolio, each segment and offer."""
-        from tasks import kpis
-        from tasks.reports import context_for, records_of
+        from tasks.reporting import kpis
+        from tasks.reporting.reports import context_for, records_of
 
         if days < 1:
             raise HandoffError(f"--days {days} must be at least 1")
@@ -122,8 +122,13 @@ def register(app: typer.Typer) -> None:
 
         from db.models import Onboarding
         from db.settings import get_settings
-        from tasks.reports import build_memo, previous_month, record_audits, write_memo_files
-        from tasks.seed import generate_history
+        from tasks.history.generator import generate_history
+        from tasks.reporting.reports import (
+            build_memo,
+            previous_month,
+            record_audits,
+            write_memo_files,
+        )
 
         if n < 1 or months < 1:
             raise HandoffError("--onboardings and --months must be at least 1")

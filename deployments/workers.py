@@ -9,7 +9,7 @@ limits — loaded from this project directory (no image is built). `worker` star
 `prefect worker start` on the pool; start as many as the machines hold. The Prefect server and
 the app database are whatever PREFECT_API_URL and HANDOFF_DATABASE_URL point at (PostgreSQL for
 more than one worker). Sweeps are guarded twice: `concurrency_limit=1` on their deployments and a
-database lease (tasks/lease.py), so two workers never run the same sweep at once.
+database lease (db/lease.py), so two workers never run the same sweep at once.
 """
 
 from __future__ import annotations

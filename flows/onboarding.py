@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, suspend_flow_run
 from prefect.runtime import flow_run
 
-from tasks.stage import (
+from tasks.onboarding.steps import (
     advance_stage,
     check_stage_exit,
     confirm_ready,
@@ -17,7 +17,7 @@ from tasks.stage import (
 
 
 def _run_name() -> str:
-    from tasks.names import onboarding_run_name
+    from tasks.prefect.names import onboarding_run_name
 
     return onboarding_run_name(int(flow_run.parameters["onboarding_id"]))
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.reports import (
+from tasks.reporting.reports import (
     compile_monthly_memo,
     compile_quarterly_reset,
     compile_weekly_review,

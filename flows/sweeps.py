@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.reconcile import reconcile_runs
-from tasks.sweeps import sweep_now
+from tasks.comms.sweeps import sweep_now
+from tasks.prefect.reconcile import reconcile_runs
 
 
 @task(name="send due reminders", cache_policy=NO_CACHE)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Base
 from db.playbook import Playbook
-from tasks import records
+from tasks.onboarding import records
 
 CLOSED = dt.datetime(2026, 11, 23, 15, 0, tzinfo=dt.UTC)  # Monday 10:00 New York
 

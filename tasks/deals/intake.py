@@ -14,7 +14,7 @@ from db.models import DealLink, utcnow
 from db.playbook import Playbook
 from db.validation import HandoffError, parse_date, parse_instant
 from tasks.deals.events import WonDeal
-from tasks.records import NewOnboarding, create_onboarding, log_event
+from tasks.onboarding.records import NewOnboarding, create_onboarding, log_event
 
 
 @dataclass(frozen=True)

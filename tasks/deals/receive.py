@@ -57,7 +57,7 @@ def take_deals(deals: list[WonDeal], *, via: str, crm: CrmClient | None = None) 
 
 def tell_owner_refused(playbook: Playbook, deal: WonDeal, problem: str) -> None:
     """One notice per refused deal to the deal lane's owner (and its chat channels)."""
-    from tasks.outbox import Draft, business_context, enqueue
+    from tasks.mail.outbox import Draft, business_context, enqueue
 
     owner = str(playbook.lanes[playbook.deals.lane].owner)
     prefix = f"{deal.source} deal {deal.external_id}: "
@@ -72,7 +72,7 @@ def tell_owner_refused(playbook: Playbook, deal: WonDeal, problem: str) -> None:
 
 def start_runs(recorded: list[Recorded]) -> None:
     """Start the runs of onboardings created just now; best effort (reconcile catches up)."""
-    from tasks.prefect_link import start_run
+    from tasks.prefect.runs import start_run
 
     for item in recorded:
         if not item.created:

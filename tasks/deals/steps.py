@@ -15,7 +15,7 @@ from db.validation import parse_date, parse_instant
 from tasks.deals.events import WonDeal
 from tasks.deals.intake import record_won_deal
 from tasks.deals.poll import configured_sources, poll_source
-from tasks.records import NewOnboarding
+from tasks.onboarding.records import NewOnboarding
 
 
 @task(name="create client onboarding", cache_policy=NO_CACHE)
@@ -45,7 +45,7 @@ def create_client_onboarding(form_id: str, *, client: str, segment: str, offer: 
 @task(name="start client run", cache_policy=NO_CACHE)
 def start_client_run(onboarding_id: int) -> str:
     """Start the client's onboarding run (if Prefect refuses, the reconcile flow will)."""
-    from tasks.prefect_link import start_run
+    from tasks.prefect.runs import start_run
 
     note = start_run(onboarding_id)
     get_run_logger().info("onboarding %s: %s", onboarding_id, note)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Base, CorrectiveAction, FounderInterruption, Onboarding
 from db.playbook import Playbook
-from tasks.seed import SEED_NOTE, SeedReport, generate_history
+from tasks.history.generator import SEED_NOTE, SeedReport, generate_history
 
 
 @dataclass(frozen=True)

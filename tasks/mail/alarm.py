@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Event
-from tasks.records import log_event
+from tasks.onboarding.records import log_event
 
 RAISED = "transport_alarm"
 CLEARED = "transport_alarm_cleared"

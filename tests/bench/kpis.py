@@ -45,9 +45,9 @@ def kpis_worker(source: str, runs: str) -> dict[str, Any]:
     from db.playbook import get_playbook
     from db.session import get_engine, session_factory
     from db.settings import get_settings
-    from tasks import kpis
-    from tasks.render import render_message
-    from tasks.reports import build_memo, context_for, memo_context
+    from tasks.mail.render import render_message
+    from tasks.reporting import kpis
+    from tasks.reporting.reports import build_memo, context_for, memo_context
 
     get_settings.cache_clear()
     engine = get_engine(f"sqlite:///{source}")

@@ -21,7 +21,7 @@ def bench_mail(quick: bool) -> dict[str, Any]:
     from db.playbook import get_playbook
     from db.session import dispose_all, session_factory, upgrade
     from db.settings import get_settings
-    from tasks.sweeps import queue_due
+    from tasks.comms.sweeps import queue_due
     from tests.flow.conftest import always_open_playbook
 
     messages = 60 if quick else MAIL_MESSAGES
@@ -58,8 +58,8 @@ def _mail_mode(mode: str, template: Path, now: dt.datetime, repeats: int) -> dic
     from db.playbook import get_playbook
     from db.session import dispose_all, session_factory
     from db.settings import get_settings
-    from tasks import outbox
-    from tasks.mailer import SmtpConfig, SmtpTransport
+    from tasks.mail import outbox
+    from tasks.mail.transport import SmtpConfig, SmtpTransport
     from tests.smtp_server import LoopbackSmtp, self_signed_tls
 
     home = template.parent

@@ -24,7 +24,7 @@ CATCH_UP_AT = SEED_END - dt.timedelta(hours=1)
 
 def seed_key() -> str:
     digest = hashlib.sha256()
-    for path in sorted([ROOT / "tasks" / "seed.py", ROOT / "db" / "models.py",
+    for path in sorted([*(ROOT / "tasks" / "history").glob("*.py"), ROOT / "db" / "models.py",
                         ROOT / "deployments" / "playbook.yaml",
                         *(ROOT / "db" / "migrations" / "versions").glob("*.py")]):
         digest.update(path.read_bytes())
@@ -48,7 +48,7 @@ def seeded_db(n: int) -> tuple[Path, float | None]:
 def seed_worker(size: str, target_path: str) -> dict[str, Any]:
     from db.playbook import get_playbook
     from db.session import dispose_all, session_factory, upgrade
-    from tasks.seed import generate_history
+    from tasks.history.generator import generate_history
 
     n, target = int(size), Path(target_path)
     partial = target.with_suffix(".partial")
@@ -97,7 +97,7 @@ def catch_up_worker(source: str, target_path: str) -> dict[str, Any]:
     from db.models import Communication
     from db.playbook import get_playbook
     from db.session import dispose_all, session_factory
-    from tasks.sweeps import queue_due
+    from tasks.comms.sweeps import queue_due
 
     target = Path(target_path)
     partial = target.with_suffix(".partial")

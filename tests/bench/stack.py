@@ -54,7 +54,7 @@ def wait_for(what: str, probe: Callable[[], bool], timeout: float) -> float:
 def new_clients(n: int, prefix: str) -> list[int]:
     from db.playbook import get_playbook
     from db.session import session_factory
-    from tasks import records
+    from tasks.onboarding import records
 
     playbook = get_playbook()
     ids = []

@@ -105,8 +105,8 @@ def _day(value: Any) -> dt.date | None:
 
 def floor_sweep(dbapi: Any, playbook: Any, as_of: dt.datetime, *, messages: bool) -> list[Any]:
     """One statement, the same Client/Snapshot objects, the same rules, the same rendering."""
-    from tasks.comms import Client, SentMessage, Snapshot, due_escalations, due_messages
-    from tasks.render import render_message
+    from tasks.comms.cadences import Client, SentMessage, Snapshot, due_escalations, due_messages
+    from tasks.mail.render import render_message
 
     local_day = as_of.astimezone(playbook.calendar.tz).date().isoformat()
     cursor = dbapi.cursor()
@@ -153,7 +153,7 @@ def sweeps_worker(size: str, source_path: str, runs: str) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     os.environ["HANDOFF_HOME"] = str(work / "home")
     os.environ.pop("HANDOFF_SMTP_HOST", None)  # mail to the .eml file sink
-    import tasks.sweeps as sweeps
+    import tasks.comms.sweeps as sweeps
     from db.playbook import get_playbook
     from db.session import dispose_all, get_engine, session_factory
     from db.settings import get_settings
@@ -251,9 +251,9 @@ def peak_worker(kind: str, source: str) -> dict[str, Any]:
     """Peak RSS of one floor or queue-phase pass (both sweeps), in a fresh process, above its
     baseline once imported and connected; the queue phase is rolled back."""
     os.environ["HANDOFF_HOME"] = str(OUT / "work" / "peak-home")
-    import tasks.comms  # noqa: F401  (imported before the baseline, as the queue phase has)
-    import tasks.render  # noqa: F401
-    import tasks.sweeps as sweeps
+    import tasks.comms.cadences  # noqa: F401  (imported before the baseline, as the queue phase has)
+    import tasks.comms.sweeps as sweeps
+    import tasks.mail.render  # noqa: F401
     from db.playbook import get_playbook
     from db.session import get_engine, session_factory
 

@@ -26,7 +26,7 @@ def naive_onboarding(onboarding_id: int) -> str:
     """The design a user might write: one live process per client, polling the database."""
     from db.playbook import get_playbook
     from db.session import session_factory
-    from tasks import records
+    from tasks.onboarding import records
 
     playbook = get_playbook()
     while True:
@@ -52,7 +52,7 @@ def bench_waiting(clients: int, naive: int, resumes: int) -> dict[str, Any]:
     from db.models import Event
     from db.session import dispose_all, session_factory
     from deployments.server import stop
-    from tasks.prefect_link import start_run
+    from tasks.prefect.runs import start_run
 
     home = OUT / "waiting"
     result: dict[str, Any] = {"clients": clients, "naive_clients": naive, "resumed": resumes}

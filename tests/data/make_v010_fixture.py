@@ -109,7 +109,7 @@ def walk(run: Callable[..., str], oid: int) -> None:
     """The VA's commands and the flow's own steps (stage advance, delivery, packet), in order."""
     from prefect import flow
 
-    from tasks.stage import (
+    from tasks.onboarding.steps import (
         advance_stage,
         check_stage_exit,
         confirm_ready,
@@ -170,8 +170,8 @@ def outbox_states(run: Callable[..., str]) -> None:
     from db.playbook import get_playbook
     from db.session import session_factory
     from db.settings import Settings
-    from tasks import outbox
-    from tasks.sweeps import queue_due
+    from tasks.comms.sweeps import queue_due
+    from tasks.mail import outbox
     from tests.smtp_server import LoopbackSmtp
 
     ids = [json.loads(run(

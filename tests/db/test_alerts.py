@@ -20,10 +20,10 @@ from db.models import Communication
 from db.playbook import Playbook, get_playbook
 from db.session import session_factory
 from db.settings import get_settings
-from tasks import records
-from tasks.alerts import alert_key
-from tasks.comms import Client, context
-from tasks.outbox import Draft, deliver, enqueue_many
+from tasks.comms.alerts import alert_key
+from tasks.comms.cadences import Client, context
+from tasks.mail.outbox import Draft, deliver, enqueue_many
+from tasks.onboarding import records
 from tests.factories import new_onboarding
 from tests.smtp_server import LoopbackSmtp
 

@@ -126,7 +126,7 @@ def test_stage_forms(seeded: tuple[Session, int], stage: str, values: dict[str, 
     import datetime as dt
 
     from db.playbook import get_playbook
-    from tasks.stage import _apply_form, stage_form
+    from tasks.onboarding.steps import _apply_form, stage_form
 
     session, ob_id = seeded
     try:

@@ -13,13 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from db.lease import LeaseHeld, lease
 from db.models import Artifact, Communication
 from db.playbook import Playbook
 from db.session import session_factory
 from db.settings import get_settings
-from tasks import records
-from tasks.lease import LeaseHeld, lease
-from tasks.sweeps import run_sweep
+from tasks.comms.sweeps import run_sweep
+from tasks.onboarding import records
 from tests.factories import CLOSED, new_onboarding
 from tests.smtp_server import LoopbackSmtp
 
@@ -101,7 +101,7 @@ def test_database_locked_mid_sweep_fails_cleanly_and_next_sweep_completes(
         sqlite_url: str, playbook: Playbook, smtp: LoopbackSmtp,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from db.session import dispose_all
-    from tasks import sweeps
+    from tasks.comms import sweeps
 
     monkeypatch.setenv("HANDOFF_SQLITE_BUSY_MS", "300")
     get_settings.cache_clear()

@@ -15,9 +15,9 @@ from db.models import Communication, Event, Onboarding
 from db.playbook import Playbook
 from db.session import session_factory
 from db.settings import get_settings
+from tasks.comms.sweeps import queue_due
 from tasks.history.demo import clear_demo, load_demo
-from tasks.outbox import deliver
-from tasks.sweeps import queue_due
+from tasks.mail.outbox import deliver
 from tests.factories import new_onboarding
 from tests.smtp_server import LoopbackSmtp
 

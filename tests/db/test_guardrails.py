@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from db.models import Onboarding
 from db.playbook import Playbook
 from db.validation import GuardrailError, HandoffError, NotFoundError
-from tasks import records
+from tasks.onboarding import records
 from tests.factories import CLOSED, add_items, new_onboarding, snapshot, stage_items
 
 LATER = CLOSED + dt.timedelta(hours=1)

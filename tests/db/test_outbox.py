@@ -20,10 +20,9 @@ from db.models import Communication, Event, utcnow
 from db.playbook import Playbook
 from db.session import session_factory
 from db.settings import get_settings
-from tasks import records
-from tasks.comms import Client, context
+from tasks.comms.cadences import Client, context
 from tasks.mail.alarm import TransportAlarm, current_alarm, on_transport_alarm
-from tasks.outbox import (
+from tasks.mail.outbox import (
     BACKOFF_MINUTES,
     MAX_ATTEMPTS,
     SENDING_LEASE,
@@ -33,6 +32,7 @@ from tasks.outbox import (
     enqueue,
     enqueue_many,
 )
+from tasks.onboarding import records
 from tests.factories import new_onboarding
 from tests.smtp_server import LoopbackSmtp
 

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from db.models import Audit, Communication, CorrectiveAction, Onboarding
 from db.playbook import Playbook
-from tasks import records, reports
-from tasks.seed import generate_history
+from tasks.history.generator import generate_history
+from tasks.onboarding import records
+from tasks.reporting import reports
 from tests.smtp_server import LoopbackSmtp
 
 END = dt.datetime(2026, 11, 2, 13, 0, tzinfo=dt.UTC)  # Monday 08:00 New York

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from db.models import Base, Blocker, Event, Onboarding, UTCDateTime
 from db.playbook import Playbook
 from db.session import get_engine, session_factory, upgrade
-from tasks import records
-from tasks.seed import generate_history
+from tasks.history.generator import generate_history
+from tasks.onboarding import records
 
 END = dt.datetime(2026, 11, 2, 13, 0, tzinfo=dt.UTC)
 
@@ -94,9 +94,9 @@ def test_seeding_continues_ids_and_the_app_can_write_after_it(session: Session,
 def test_forked_workers_write_the_same_history(home: Path, playbook: Playbook,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks have their own random streams, so two workers write what one process does."""
-    import tasks.seed
+    import tasks.history.generator
 
-    monkeypatch.setattr(tasks.seed, "CHUNK", 25)
+    monkeypatch.setattr(tasks.history.generator, "CHUNK", 25)
     histories = []
     for processes in (1, 2):
         url = f"sqlite:///{home / f'seed-{processes}.db'}"

@@ -55,8 +55,8 @@ from db.models import Communication, Event
 from db.playbook import Playbook
 from db.session import session_factory
 from db.settings import get_settings
-from tasks import records
-from tasks.sweeps import run_sweep
+from tasks.comms.sweeps import run_sweep
+from tasks.onboarding import records
 from tests.smtp_server import LoopbackSmtp
 
 NY = ZoneInfo("America/New_York")

@@ -120,7 +120,7 @@ def _record_everything(onboarding_ids: list[int]) -> None:
     """Every artifact of every stage, the kickoff and a passing QA, through the service layer."""
     from db.playbook import get_playbook
     from db.session import session_factory
-    from tasks import records
+    from tasks.onboarding import records
 
     playbook = get_playbook()
     now = dt.datetime.now(dt.UTC)
@@ -137,7 +137,7 @@ def _record_everything(onboarding_ids: list[int]) -> None:
 def _new_onboardings(n: int) -> list[int]:
     from db.playbook import get_playbook
     from db.session import session_factory
-    from tasks import records
+    from tasks.onboarding import records
 
     playbook = get_playbook()
     with session_factory()() as session, session.begin():
@@ -164,7 +164,7 @@ def _worker_submissions(log: Path) -> int:
 @pytest.mark.flow
 @pytest.mark.postgres
 def test_fifty_onboardings_on_two_workers(cluster: Cluster) -> None:
-    from tasks.prefect_link import start_run
+    from tasks.prefect.runs import start_run
 
     began = time.monotonic()
     ids = _new_onboardings(CLIENTS)

@@ -35,10 +35,10 @@ from db.models import (
 from db.playbook import Playbook
 from db.session import session_factory
 from db.settings import get_settings
-from tasks import records
+from tasks.comms.sweeps import run_sweep
 from tasks.mail.inbox.fetch import InboxUnavailable, MailboxConfig
 from tasks.mail.inbox.sweep import NOT_CONFIGURED, InboxReport, _pass, run_inbox_sweep
-from tasks.sweeps import run_sweep
+from tasks.onboarding import records
 from tests.factories import stage_items
 from tests.imap_server import ImapAccount, LoopbackImap
 from tests.mail import messages

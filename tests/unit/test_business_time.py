@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 if importlib.util.find_spec("tasks") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tasks.business_time import BusinessCalendar  # noqa: E402
+from tasks.calendar.business_time import BusinessCalendar  # noqa: E402
 
 UTC = dt.UTC
 NY = ZoneInfo("America/New_York")
@@ -527,7 +527,7 @@ def test_naive_datetimes_rejected() -> None:
 
 def test_sla_amounts_in_business_days_follow_the_playbooks_opening_hours() -> None:
     from db.playbook import TimeUnit, get_playbook
-    from tasks.clock import in_business_days
+    from tasks.calendar.clock import in_business_days
 
     playbook = get_playbook()  # open 09:00-17:00
     assert in_business_days(playbook, 3, TimeUnit.BUSINESS_DAYS) == 3

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from db.playbook import Playbook, get_playbook
-from tasks import kpis
-from tasks.business_time import BusinessCalendar
+from tasks.calendar.business_time import BusinessCalendar
+from tasks.reporting import kpis
 
 CAL = BusinessCalendar(timezone="UTC")  # Mon-Fri 09:00-17:00 UTC, no holidays
 MON = pd.Timestamp("2026-11-02 09:00", tz="UTC")  # a Monday
@@ -276,8 +276,8 @@ def test_vectorised_business_days_match_the_exact_calendar() -> None:
     across DST changes, weekends, Thanksgiving and closed dates."""
     import numpy as np
 
-    from tasks.business_time import BusinessCalendar
-    from tasks.kpis import business_days
+    from tasks.calendar.business_time import BusinessCalendar
+    from tasks.reporting.kpis import business_days
 
     calendar = BusinessCalendar(timezone="America/New_York", holiday_country="US",
                                 closed_dates=frozenset({dt.date(2026, 12, 24)}))
@@ -302,8 +302,8 @@ def test_vectorised_business_days_match_the_exact_calendar() -> None:
 def test_vectorised_business_add_matches_the_exact_calendar(hours: float) -> None:
     import numpy as np
 
-    from tasks.business_time import BusinessCalendar
-    from tasks.kpis import add_business_seconds
+    from tasks.calendar.business_time import BusinessCalendar
+    from tasks.reporting.kpis import add_business_seconds
 
     calendar = BusinessCalendar(timezone="America/New_York", holiday_country="US",
                                 closed_dates=frozenset({dt.date(2026, 12, 24)}))

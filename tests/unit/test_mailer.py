@@ -1,4 +1,4 @@
-"""Tests for tasks.mailer against a real loopback aiosmtpd server (no mocks)."""
+"""Tests for tasks.mail.transport against a real loopback aiosmtpd server (no mocks)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.mailer import (
+from tasks.mail.transport import (
     Attachment,
     FileTransport,
     OutgoingMessage,

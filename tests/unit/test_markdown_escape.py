@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.render import markdown_escape, render_page
+from tasks.mail.render import markdown_escape, render_page
 
 HOSTILE = ("<img src=x onerror=alert(1)> [click](javascript:alert(1)) **bold** | pipe\n"
            "# heading")

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from tasks import kpis
+from tasks.reporting import kpis
 from tests.unit.test_kpis import CAL, WEEK, at
 
 

@@ -24,12 +24,12 @@ from db.playbook import Playbook, get_playbook
 from db.session import session_factory
 from db.settings import get_settings
 from db.validation import HandoffError
-from tasks import records
-from tasks.comms import Client, context
-from tasks.outbox import SENDING_LEASE, Draft, business_context, deliver, enqueue
-from tasks.packet import assemble_packet
-from tasks.render import TEMPLATES, TemplateError, catalog, render_message
-from tasks.sweeps import run_sweep
+from tasks.comms.cadences import Client, context
+from tasks.comms.sweeps import run_sweep
+from tasks.mail.outbox import SENDING_LEASE, Draft, business_context, deliver, enqueue
+from tasks.mail.render import TEMPLATES, TemplateError, catalog, render_message
+from tasks.onboarding import records
+from tasks.onboarding.packet import assemble_packet
 
 NY = ZoneInfo("America/New_York")
 HOSTILE = 'Acme <script>alert("x")</script> & "Sons" \'Ltd\''

@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session
 
 from db.models import Communication, InboundMessage, Onboarding
 from db.playbook import Playbook
-from tasks.comms import local_time, reply_pause_end
+from tasks.comms.cadences import local_time, reply_pause_end
 from tasks.mail.inbox.classify import Inbound
 from tasks.mail.inbox.match import Match
-from tasks.outbox import notify_delivery_problem, notify_owner
-from tasks.records import log_client_response, log_event
+from tasks.mail.outbox import notify_delivery_problem, notify_owner
+from tasks.onboarding.records import log_client_response, log_event
 
 Outcome = Literal["bounce", "auto_reply", "reply", "probable_reply", "duplicate"]
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")

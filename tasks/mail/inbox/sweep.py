@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.lease import lease
 from db.models import MailboxCursor
 from db.playbook import Playbook
 from db.settings import Settings
-from tasks.lease import lease
 from tasks.mail.inbox.classify import read_message
 from tasks.mail.inbox.fetch import BATCH, Fetched, MailboxConfig, open_mailbox
 from tasks.mail.inbox.match import match_message
 from tasks.mail.inbox.record import Handled, already_recorded, ignored, record_message
-from tasks.outbox import deliver
+from tasks.mail.outbox import deliver
 
 LEASE = "sweep:inbox"
 NOT_CONFIGURED = "HANDOFF_IMAP_HOST is not set: the inbox is not read"
@@ -142,11 +142,11 @@ def _advance(session: Session, mailbox: str, uidvalidity: int, uid: int,
 def check_inbox(as_of: str | None = None, *, dry_run: bool = False) -> InboxReport:
     """One pass against the configured database and mailbox; a pass already running elsewhere
     is skipped. An unreadable mailbox raises InboxUnavailable (one line, nothing recorded)."""
+    from db.lease import LeaseHeld
     from db.playbook import get_playbook
     from db.session import session_factory
     from db.settings import get_settings
-    from tasks.lease import LeaseHeld
-    from tasks.sweeps import as_of_or_now
+    from tasks.comms.sweeps import as_of_or_now
 
     try:
         return run_inbox_sweep(session_factory(), get_playbook(), get_settings(),

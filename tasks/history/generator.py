@@ -54,8 +54,8 @@ from db.models import (
     UTCDateTime,
 )
 from db.playbook import STAGE_ORDER, Playbook
-from tasks.business_time import BusinessCalendar
-from tasks.clock import business_minutes_late, calendar_for, due_after
+from tasks.calendar.business_time import BusinessCalendar
+from tasks.calendar.clock import business_minutes_late, calendar_for, due_after
 
 SEGMENTS = (("smb", 0.55), ("mid_market", 0.35), ("enterprise", 0.10))
 OFFERS = (("Growth retainer", 0.5), ("Launch sprint", 0.3), ("Ops audit", 0.2))

@@ -38,7 +38,7 @@ from db.models import (
 )
 from db.playbook import STAGE_ORDER, Playbook, TimeUnit
 from db.session import collector_paused
-from tasks.business_time import BusinessCalendar
+from tasks.calendar.business_time import BusinessCalendar
 
 INCIDENT_WINDOW = pd.Timedelta(days=30)
 SCOPE_WINDOW = pd.Timedelta(days=14)

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from db.models import Artifact, Blocker, Event, FounderDecision, Packet, Risk
 from db.playbook import Playbook
-from tasks import records
-from tasks.comms import local_time
-from tasks.render import render_page
+from tasks.comms.cadences import local_time
+from tasks.mail.render import render_page
+from tasks.onboarding import records
 
 
 def _note(artifacts: dict[str, Artifact], key: str, fallback: str = "not recorded") -> str:

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from db.models import Communication, Onboarding, utcnow
 from db.playbook import Playbook
-from tasks import records
-from tasks.clock import calendar_for
+from tasks.calendar.clock import calendar_for
+from tasks.onboarding import records
 
 PENDING = ("queued", "sending", "failed", "uncertain")
 

@@ -24,9 +24,9 @@ from db.models import (
 )
 from db.playbook import Playbook, TimeUnit
 from db.session import collector_paused
-from tasks.clock import business_hours_per_day, due_after
-from tasks.outbox import Draft, away_at, business_context
-from tasks.render import calendar_invite
+from tasks.calendar.clock import business_hours_per_day, due_after
+from tasks.mail.outbox import Draft, away_at, business_context
+from tasks.mail.render import calendar_invite
 
 KICKOFF_MINUTES = 45
 
@@ -203,7 +203,7 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
             minutes=KICKOFF_MINUTES, summary=f"Kickoff: {ob.client_name} × "
             f"{playbook.business.name}", organizer=owner, attendees=[*contacts, owner],
             description=f"Kickoff for {ob.offer}. Owner: {owner}.")
-        from tasks.mailer import Attachment
+        from tasks.mail.transport import Attachment
 
         out.append(Draft(
             onboarding_id=ob.id, template="kickoff_confirmation", recipients=contacts,

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from db.models import Event, Onboarding
 from db.playbook import get_playbook
 from db.session import session_factory
-from tasks import records
-from tasks.prefect_link import WAITING, prefect_settings, remember_run
+from tasks.onboarding import records
+from tasks.prefect.runs import WAITING, prefect_settings, remember_run
 
 DEAD = {"CANCELLED", "CRASHED", "FAILED"}
 
@@ -67,7 +67,7 @@ def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]
     from prefect.exceptions import NotPausedError
     from prefect.flow_runs import resume_flow_run
 
-    from tasks.prefect_link import start_run
+    from tasks.prefect.runs import start_run
 
     for onboarding_id, run_id, met, restarts in active:
         state = states.get(run_id) if run_id else None

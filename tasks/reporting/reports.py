@@ -24,12 +24,13 @@ from sqlalchemy.orm import Session
 from db.models import CorrectiveAction
 from db.playbook import STAGE_ORDER, Playbook
 from db.validation import HandoffError
-from tasks import charts, kpis, records
-from tasks.clock import calendar_for, in_business_days
-from tasks.mailer import Attachment
-from tasks.outbox import DeliveryReport, Draft, business_context, enqueue
-from tasks.records import log_event
-from tasks.render import catalog, render_message, render_page
+from tasks.calendar.clock import calendar_for, in_business_days
+from tasks.mail.outbox import DeliveryReport, Draft, business_context, enqueue
+from tasks.mail.render import catalog, render_message, render_page
+from tasks.mail.transport import Attachment
+from tasks.onboarding import records
+from tasks.onboarding.records import log_event
+from tasks.reporting import charts, kpis
 
 SERIES_WEEKS = 10
 MEMO_MONTHS = 6
@@ -759,7 +760,7 @@ def deliver_due(now: dt.datetime) -> DeliveryReport:
     from db.playbook import get_playbook
     from db.session import session_factory
     from db.settings import get_settings
-    from tasks.outbox import deliver
+    from tasks.mail.outbox import deliver
 
     return deliver(session_factory(), get_playbook(), get_settings(),
                    now=max(now, dt.datetime.now(dt.UTC)))

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from db.validation import HandoffError, parse_date, parse_instant
-from tasks.records import NewOnboarding
+from tasks.onboarding.records import NewOnboarding
 
 REQUIRED = ["client", "segment", "offer", "owner", "backup", "contact", "closed_at"]
 OPTIONAL = ["kickoff_by", "first_milestone", "terms", "scope"]

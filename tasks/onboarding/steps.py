@@ -24,10 +24,10 @@ from db.playbook import Gate, Playbook, get_playbook
 from db.session import session_factory
 from db.settings import get_settings
 from db.validation import HandoffError, parse_instant
-from tasks import records
-from tasks.outbox import Draft, business_context, deliver, enqueue
-from tasks.packet import assemble_packet
-from tasks.sweeps import queue_due
+from tasks.comms.sweeps import queue_due
+from tasks.mail.outbox import Draft, business_context, deliver, enqueue
+from tasks.onboarding import records
+from tasks.onboarding.packet import assemble_packet
 
 SYSTEM = "handoff-flow"
 
@@ -68,7 +68,7 @@ def check_stage_exit(onboarding_id: int, stage: str) -> StageCheck:
 
 
 def _describe(stage_name: str, client: str, problems: list[str], error: str | None) -> str:
-    from tasks.render import render_page
+    from tasks.mail.render import render_page
 
     return render_page("stage_form.md", {"stage": stage_name, "client": client,
                                          "problems": problems, "error": error})
@@ -199,7 +199,7 @@ def deliver_handoff_packet(onboarding_id: int) -> int:
       cache_policy=NO_CACHE)
 def confirm_ready(onboarding_id: int) -> str:
     """Tell the client they are ready for delivery (once), and finish."""
-    from tasks.comms import Client, context
+    from tasks.comms.cadences import Client, context
 
     playbook, factory, now = get_playbook(), session_factory(), utcnow()
     with factory() as session, session.begin():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from db.session import session_factory
-from tasks import records
+from tasks.onboarding import records
 
 
 def onboarding_run_name(onboarding_id: int) -> str:

@@ -27,11 +27,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Communication, Event, Onboarding, OwnerAway, utcnow
 from db.playbook import Playbook
 from db.settings import Settings
-from tasks.alerts import OnDemand, alert_drafts, is_alert, send_alert
-from tasks.clock import business_minutes_late, next_send_window
+from tasks.calendar.clock import business_minutes_late, next_send_window
+from tasks.comms.alerts import OnDemand, alert_drafts, is_alert, send_alert
 from tasks.mail.alarm import TransportAlarm, announce, clear_alarm, raise_alarm
 from tasks.mail.inbox.address import reply_address
-from tasks.mailer import (
+from tasks.mail.render import Rendered, catalog, render_message
+from tasks.mail.transport import (
     Attachment,
     FileTransport,
     OutgoingMessage,
@@ -40,8 +41,7 @@ from tasks.mailer import (
     SmtpTransport,
     Transport,
 )
-from tasks.records import log_event
-from tasks.render import Rendered, catalog, render_message
+from tasks.onboarding.records import log_event
 
 MAX_ATTEMPTS = 6
 BACKOFF_MINUTES = (5, 15, 45, 120, 360)

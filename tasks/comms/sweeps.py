@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.lease import lease
 from db.playbook import Playbook
 from db.settings import Settings
-from tasks.comms import due_escalations, due_messages, load_snapshot
-from tasks.lease import lease
-from tasks.outbox import Draft, deliver, enqueue_many
-from tasks.records import log_event
+from tasks.comms.cadences import due_escalations, due_messages, load_snapshot
+from tasks.mail.outbox import Draft, deliver, enqueue_many
+from tasks.onboarding.records import log_event
 
 
 @dataclass
@@ -76,10 +76,10 @@ def as_of_or_now(as_of: str | None) -> dt.datetime:
 
 def sweep_now(as_of: str | None, *, messages: bool, escalations: bool) -> dict[str, object]:
     """Run a sweep against the configured database; a sweep already running elsewhere is skipped."""
+    from db.lease import LeaseHeld
     from db.playbook import get_playbook
     from db.session import session_factory
     from db.settings import get_settings
-    from tasks.lease import LeaseHeld
 
     try:
         report = run_sweep(session_factory(), get_playbook(), get_settings(),

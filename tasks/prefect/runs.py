@@ -20,8 +20,8 @@ from sqlalchemy.exc import OperationalError
 
 from db.session import session_factory
 from db.settings import get_settings
-from tasks import records
-from tasks.names import onboarding_run_name
+from tasks.onboarding import records
+from tasks.prefect.names import onboarding_run_name
 
 WAITING = "Suspended"
 

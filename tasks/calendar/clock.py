@@ -6,7 +6,7 @@ import datetime as dt
 from functools import lru_cache
 
 from db.playbook import WEEKDAYS, Calendar, Playbook, TimeUnit
-from tasks.business_time import BusinessCalendar
+from tasks.calendar.business_time import BusinessCalendar
 
 
 @lru_cache(maxsize=8)

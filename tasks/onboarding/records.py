@@ -43,7 +43,7 @@ from db.validation import (
     clean_text,
     one_of,
 )
-from tasks.clock import due_after
+from tasks.calendar.clock import due_after
 
 TERMS_KEY, SCOPE_KEY = "deal_terms_confirmed", "scope_and_timeline_captured"
 

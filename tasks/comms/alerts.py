@@ -16,8 +16,8 @@ from typing import Any
 
 from db.playbook import Playbook
 from db.settings import Settings
-from tasks.mailer import OutgoingMessage, SendOutcome, SendResult, Transport
-from tasks.render import catalog
+from tasks.mail.render import catalog
+from tasks.mail.transport import OutgoingMessage, SendOutcome, SendResult, Transport
 
 PREFIX = "alert:"  # the recipient of an alert row: alert:<channel>
 
