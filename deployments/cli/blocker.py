@@ -1,0 +1,57 @@
+"""`handoff blocker open|resolve`: blockers, by the playbook's taxonomy."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, transaction, when
+from tasks.onboarding import records
+
+app = typer.Typer()
+
+
+@app.command("open")
+@guarded
+def blocker_open(
+    onboarding_id: Annotated[int, typer.Argument(help="Onboarding id.")],
+    blocker_type: Annotated[str, typer.Option("--type", help="Blocker type from the playbook.")],
+    critical: Annotated[bool, typer.Option("--critical", help="A critical dependency.")] = False,
+    affects_timeline: Annotated[bool, typer.Option("--affects-timeline",
+                                                   help="It moves the timeline.")] = False,
+    note: Annotated[str | None, typer.Option(help="What is blocked.")] = None,
+    by: ByOpt = "va",
+    at: AtOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open a blocker."""
+    opened_at = when(at)
+    with transaction() as (session, playbook):
+        blocker = records.open_blocker(session, playbook, onboarding_id, blocker_type,
+                                       critical=critical, note=note, by=by, at=opened_at,
+                                       affects_timeline=affects_timeline)
+        blocker_id = blocker.id
+    emit(as_json, {"blocker": blocker_id, "onboarding": onboarding_id, "type": blocker_type},
+         f"blocker {blocker_id} ({blocker_type}{', critical' if critical else ''}) opened "
+         f"for onboarding {onboarding_id}")
+
+
+@app.command("resolve")
+@guarded
+def blocker_resolve(
+    blocker_id: Annotated[int, typer.Argument(help="Blocker id.")],
+    note: Annotated[str | None, typer.Option(help="How it was resolved.")] = None,
+    by: ByOpt = "va",
+    at: AtOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resolve a blocker."""
+    resolved_at = when(at)
+    with transaction() as (session, playbook):
+        blocker = records.resolve_blocker(session, playbook, blocker_id, by=by, at=resolved_at,
+                                          note=note)
+        onboarding_id = blocker.onboarding_id
+    flow = nudge(onboarding_id)
+    emit(as_json, {"blocker": blocker_id, "resolved": True, "flow": flow},
+         f"blocker {blocker_id} resolved\nflow: {flow}")

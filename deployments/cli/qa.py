@@ -1,0 +1,38 @@
+"""`handoff qa record`: handoff QA checks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from db.validation import HandoffError
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, transaction, when
+from tasks.onboarding import records
+
+app = typer.Typer()
+
+
+@app.command("record")
+@guarded
+def qa_record(
+    onboarding_id: Annotated[int, typer.Argument(help="Onboarding id.")],
+    passed: Annotated[bool | None, typer.Option("--pass/--fail", help="QA outcome.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Rework reason (required on --fail).")]
+    = None,
+    by: ByOpt = "va",
+    at: AtOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a QA check (--pass or --fail --reason)."""
+    if passed is None:
+        raise HandoffError("say --pass or --fail")
+    checked_at = when(at)
+    with transaction() as (session, _playbook):
+        review = records.record_qa(session, onboarding_id, passed=passed, reason=reason, by=by,
+                                   at=checked_at)
+        review_id = review.id
+    flow = nudge(onboarding_id)
+    emit(as_json, {"qa": review_id, "passed": passed, "flow": flow},
+         f"QA {'passed' if passed else 'failed'} recorded for onboarding {onboarding_id}\n"
+         f"flow: {flow}")

@@ -1,0 +1,51 @@
+"""`handoff sweep`, `handoff reconcile`: sweeps now; Prefect brought in line with the record."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from db.validation import HandoffError
+from deployments.cli.common import JsonOpt, emit, guarded
+
+app = typer.Typer()
+
+
+@app.command("sweep")
+@guarded
+def sweep(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Sweep as if it were this time "
+                                              "(ISO 8601; default now).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the reminder and escalation sweeps now, in-process."""
+    from tasks.comms.sweeps import sweep_now
+
+    reminders = sweep_now(as_of, messages=True, escalations=False)
+    escalations = sweep_now(as_of, messages=False, escalations=True)
+    emit(as_json, {"reminders": reminders, "escalations": escalations},
+         f"reminders:   {_summary(reminders)}\nescalations: {_summary(escalations)}")
+
+
+def _summary(report: dict[str, Any]) -> str:
+    if "skipped" in report:
+        return f"skipped ({report['skipped']})"
+    queued = int(report["queued_messages"]) + int(report["queued_escalations"])
+    return (f"{report['clients']} active clients, {queued} queued, {report['sent']} sent, "
+            f"{report['retried']} to retry, {report['failed']} failed")
+
+
+@app.command("reconcile")
+@guarded
+def reconcile_cmd(as_json: JsonOpt = False) -> None:
+    """Start missing client runs, resume runs whose condition is met, restart dead runs."""
+    from tasks.prefect.reconcile import reconcile_runs
+    from tasks.prefect.runs import server_reachable, unreachable_note
+
+    if not server_reachable():
+        raise HandoffError(unreachable_note())
+    report = reconcile_runs()
+    data = {"started": report.started, "resumed": report.resumed, "restarted": report.restarted}
+    emit(as_json, data, f"started {report.started}, resumed {report.resumed}, "
+                        f"restarted {report.restarted}")
