@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from db.settings import get_settings
+from tests.deals.crm_server import RecordedCrm
 from tests.deals.hooks_client import SECRETS, body_of, hooks_app, post, serve, signed
 from tests.flow.conftest import Stack
 from tests.flow.test_onboarding_flow import db_value, mail_to, stage_of, suspended, wait_until
@@ -26,12 +27,18 @@ from tests.flow.test_onboarding_flow import db_value, mail_to, stage_of, suspend
 
 @contextmanager
 def hooks_for(stack: Stack, **overrides: str) -> Iterator[str]:
-    """The webhook app in this process, on the stack's database and Prefect server."""
+    """The webhook app in this process, on the stack's database and Prefect server, the CRM's
+    recorded responses on loopback."""
     saved = dict(os.environ)
     os.environ.update({**stack.env, **SECRETS, **overrides})
-    get_settings.cache_clear()
     try:
-        with serve(hooks_app()) as url:
+        with RecordedCrm() as crm, serve(hooks_app()) as url:
+            os.environ.update({"HANDOFF_HUBSPOT_WEBHOOK_URL": f"{url}/hooks/hubspot",
+                               "HANDOFF_HUBSPOT_TOKEN": "pat-test",
+                               "HANDOFF_PIPEDRIVE_API_TOKEN": "pd-test",
+                               "HANDOFF_HUBSPOT_API_URL": crm.url,
+                               "HANDOFF_PIPEDRIVE_API_URL": crm.url})
+            get_settings.cache_clear()
             yield url
     finally:
         os.environ.clear()
@@ -51,29 +58,44 @@ def welcomes(stack: Stack, client: str) -> int:
     return sum("Welcome to" in s for s in mail_to(stack, client))
 
 
+DELIVERIES = {  # source: (recorded payload, deal id, the client it names, its contact)
+    "hubspot": ("hubspot_dealstage_won.json", "2001", "Acme Dental", "pat@acme.example"),
+    "pipedrive": ("pipedrive_deal_won.json", "3101", "Blue Harbor Dental",
+                  "morgan@blueharbor.example"),
+    "stripe": ("stripe_checkout_session_completed.json", "cs_test_a1B2c3D4e5F6g7H8i9J0",
+               "Lantern Yoga", "owner@lanternyoga.example"),
+    "generic": ("", "crm-par-1", "Parallel Pilates", "pat@crm-par-1.example"),
+}
+
+
 @pytest.mark.flow
-def test_five_parallel_deliveries_one_onboarding_one_welcome(stack: Stack) -> None:
-    client = "Parallel Pilates"
-    body = generic_deal("crm-par-1", client)
+@pytest.mark.parametrize("source", list(DELIVERIES))
+def test_five_parallel_deliveries_one_onboarding_one_welcome(stack: Stack, source: str) -> None:
+    name, deal_id, client, contact = DELIVERIES[source]
+    body = generic_deal(deal_id, client) if source == "generic" else body_of(name)
     with hooks_for(stack) as url:
-        headers = signed(url, "generic", body)
+        headers = signed(url, source, body)
         with ThreadPoolExecutor(5) as pool:
-            responses = list(pool.map(lambda _: post(url, "generic", body, headers), range(5)))
-        assert [r.status_code for r in responses] == [200] * 5
-        assert db_value(stack, "SELECT count(*) FROM onboardings WHERE client_name = :c",
-                        c=client) == 1
-        ob_id = db_value(stack, "SELECT id FROM onboardings WHERE client_name = :c", c=client)
+            responses = list(pool.map(lambda _: post(url, source, body, headers), range(5)))
+        assert [r.status_code for r in responses] == [200] * 5, [r.text for r in responses]
+        ob_id = db_value(stack, "SELECT onboarding_id FROM deal_links WHERE source = :s AND "
+                                "external_id = :d", s=source, d=deal_id)
+        assert {r.json()["onboardings"][0]["id"] for r in responses} == {ob_id}
         # Started after the answer, by the app.
         run_id = wait_until("the run linked", lambda: db_value(
             stack, "SELECT flow_run_id FROM onboardings WHERE id = :i", i=ob_id))
-    wait_until("welcome sent", lambda: welcomes(stack, client) >= 1)
-    # Terms and scope came with the deal, but the playbook says a VA confirms them.
+    sent = "SELECT count(*) FROM communications WHERE onboarding_id = :i AND template = " \
+           "'welcome' AND status = 'sent'"
+    wait_until("welcome sent", lambda: db_value(stack, sent, i=ob_id) >= 1)
+    # Terms and scope may come with the deal, but the playbook says a VA confirms them.
     wait_until("waiting at close confirmation", lambda: suspended(stack, run_id))
     assert stage_of(stack, ob_id) == "close_confirmation:active"
     time.sleep(3)
-    assert welcomes(stack, client) == 1
-    assert db_value(stack, "SELECT count(*) FROM communications WHERE onboarding_id = :i AND "
-                           "template = 'welcome'", i=ob_id) == 1
+    assert db_value(stack, sent, i=ob_id) == 1
+    assert db_value(stack, "SELECT count(*) FROM onboardings WHERE client_name = :c AND "
+                           "contact_emails = :e", c=client, e=contact) == 1
+    assert sum(m.rcpt_tos == (contact,) and "Welcome to" in str(m.message["Subject"])
+               for m in stack.smtp.messages) == 1
 
 
 @pytest.mark.flow
