@@ -34,6 +34,7 @@ GROUPS = {
     "incident": ("incident", "Delivery incidents after handoff."),
     "action": ("action", "Corrective actions from KPI threshold breaks."),
     "report": ("report", "Reviews: the weekly onboarding review."),
+    "deals": ("deals", "Won deals from CRMs and webhooks; poll the CRMs now."),
 }
 
 app = typer.Typer(help="handoff: client onboarding from 'deal closed' to 'ready to deliver'.",
