@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
 
+from db.questionnaire import Portal
 from db.validation import HandoffError
 
 STAGE_ORDER = (
@@ -293,6 +294,8 @@ class Playbook(_Model):
             self._check_lane(f"alerts.{lane}", lane)
         return self
 
+    portal: Portal | None = None  # the client portal; without it the portal shows status only
+
     @model_validator(mode="after")
     def _consistent(self) -> Playbook:
         keys = [s.key for s in self.stages]
@@ -325,6 +328,28 @@ class Playbook(_Model):
                                  f"{blocker.founder_boundary!r}")
         for threshold in self.kpi_thresholds:
             self._check_lane(f"kpi_thresholds.{threshold.key}.owner_lane", threshold.owner_lane)
+        return self
+
+    @model_validator(mode="after")
+    def _portal_consistent(self) -> Playbook:
+        if self.portal is None:
+            return self
+        keys = [s.key for s in self.stages]
+        for key in self.portal.stages:
+            if key not in keys:
+                raise ValueError(f"portal.stages: unknown stage {key!r} "
+                                 f"(stages: {', '.join(keys)})")
+        for key in keys:
+            if key not in self.portal.stages:
+                raise ValueError(f"portal.stages: no client words for stage {key!r}")
+        items = {i.key for _where, i in self._all_items()}
+        questionnaire = self.portal.questionnaire
+        for where, recorded in [("portal.questionnaire.records", questionnaire.records),
+                                *[(f"portal.questionnaire.sections.{s.key}.records", s.records)
+                                  for s in questionnaire.sections]]:
+            for key in recorded:
+                if key not in items:
+                    raise ValueError(f"{where}: unknown artifact {key!r}")
         return self
 
     def _check_lane(self, where: str, lane: str) -> None:

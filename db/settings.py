@@ -72,6 +72,19 @@ class Settings(BaseSettings):
     reply_to: str | None = None
     secret_key: SecretStr | None = None
 
+    # The client portal (deployments/web): its own process, the one part facing the internet.
+    portal_enabled: bool = True  # `python -m deployments.serve` starts it next to the runner
+    portal_host: str = "127.0.0.1"
+    portal_port: int = 8400
+    portal_public_url: str = ""  # what links in mail start with; default http://host:port
+    portal_secret: SecretStr | None = None  # link key; default: generated into home/portal.secret
+    portal_max_form_bytes: int = 64 * 1024  # a POST without files
+    portal_max_file_bytes: int = 10 * 1024 * 1024  # one uploaded file
+    portal_max_upload_bytes: int = 25 * 1024 * 1024  # one upload request, all files together
+    portal_guess_limit: int = 20  # unknown links per client address per window, then 429
+    portal_guess_window_s: int = 600
+    portal_trusted_proxies: str = "127.0.0.1"  # whose X-Forwarded-For/-Proto uvicorn believes
+
     @field_validator("database_url")
     @classmethod
     def _normalise_driver(cls, value: str) -> str:
@@ -111,6 +124,31 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'handoff.db').resolve()}"
         return self
+
+    @field_validator("portal_public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        """An absolute http(s) URL without a trailing slash (links append /c/<token>)."""
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"HANDOFF_PORTAL_PUBLIC_URL {value!r} must start with https:// "
+                             "(or http:// on loopback)")
+        return value
+
+    @property
+    def portal_base_url(self) -> str:
+        """The portal's address as clients reach it (behind a proxy: the public URL)."""
+        return self.portal_public_url or f"http://{self.portal_host}:{self.portal_port}"
+
+    @property
+    def portal_secret_path(self) -> Path:
+        """Where the generated link key lives: beside the database, never inside it."""
+        return self.home / "portal.secret"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Files clients upload through the portal, one folder per onboarding."""
+        return self.home / "uploads"
 
     @property
     def imap_port_or_default(self) -> int:

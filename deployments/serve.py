@@ -12,8 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from db.playbook import get_playbook
 from db.settings import get_settings
@@ -115,6 +118,46 @@ def serve_all(limit: int) -> None:
     serve(*deployments(), limit=limit)  # type: ignore[arg-type]
 
 
+def start_portal() -> PortalThread | None:
+    """The client portal, served by uvicorn on a thread of this process; None when turned off
+    or when it cannot bind (the runner serves on regardless). In this process so that `make
+    run` stays one thing to start and waiting clients still cost no process; run
+    `python -m deployments.web` on its own (HANDOFF_PORTAL_ENABLED=false here) to isolate it."""
+    settings = get_settings()
+    if not settings.portal_enabled:
+        return None
+    import uvicorn
+
+    from deployments.web.__main__ import uvicorn_config
+    from tasks.portal.links import master_key
+
+    master_key(settings)  # create the key file now, not on the first request
+    server = uvicorn.Server(uvicorn_config(settings))
+    thread = threading.Thread(target=server.run, name="client-portal", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        print(f"warning: the client portal could not listen on {settings.portal_host}:"
+              f"{settings.portal_port}; is something else using the port?", flush=True)
+        server.should_exit = True
+        return None
+    return PortalThread(server=server, thread=thread)
+
+
+@dataclass
+class PortalThread:
+    """The portal's uvicorn server and the thread serving it."""
+
+    server: Any
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start (or join) the Prefect server, then serve; Ctrl-C stops everything."""
     parser = argparse.ArgumentParser(prog="python -m deployments.serve")
@@ -150,9 +193,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"Prefect server ready in {seconds:.0f}s")
     ui = os.environ.get("PREFECT_UI_URL") or os.environ["PREFECT_API_URL"].removesuffix("/api")
+    portal = start_portal()
+    portal_line = (f"  client portal: {settings.portal_base_url} (listening on "
+                   f"{settings.portal_host}:{settings.portal_port})\n"
+                   if portal else "  client portal: off (HANDOFF_PORTAL_ENABLED=false)\n")
     print(
         f"\nhandoff is running.\n"
         f"  Prefect UI:   {ui}\n"
+        f"{portal_line}"
         f"  database:     {settings.database_url}\n"
         f"  mail:         {'SMTP ' + settings.smtp_host if settings.smtp_host else 'files in ' + str(settings.outbox_dir)}\n"  # noqa: E501
         f"  inbox:        {'IMAP ' + settings.imap_host + ' ' + settings.imap_folder if settings.imap_host else 'not read (HANDOFF_IMAP_HOST unset)'}\n"  # noqa: E501
@@ -167,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if portal is not None:
+            portal.stop()
         if server is not None:
             _stop_server(server, args.port)
     return 0

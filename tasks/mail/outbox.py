@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
@@ -104,6 +104,7 @@ def enqueue(session: Session, playbook: Playbook, draft: Draft, *,
         select(Communication).where(Communication.idempotency_key == draft.key)).first()
     if existing is not None:
         return existing, False
+    draft = with_portal_links(session, playbook, [draft])[0]
     spec = catalog()[draft.template]
     rendered = render_message(draft.template, draft.context)
     send_from = now if draft.due_at is None else min(now, draft.due_at)
@@ -133,6 +134,7 @@ def enqueue_many(session: Session, playbook: Playbook, drafts: list[Draft], *,
         return []
     drafts = [*drafts, *alert_drafts(playbook, drafts)]  # team notices also go to chat
     specs = catalog()
+    drafts = with_portal_links(session, playbook, drafts)
     values = []
     for draft in drafts:
         spec = specs[draft.template]
@@ -156,6 +158,21 @@ def enqueue_many(session: Session, playbook: Playbook, drafts: list[Draft], *,
          "kind": "message_queued", "detail": {"template": d.template, "key": d.key},
          "reason": None} for d in drafts])
     return [d.key for d in drafts if not is_alert(d.recipients)]
+
+
+def with_portal_links(session: Session, playbook: Playbook, drafts: list[Draft]) -> list[Draft]:
+    """Client messages carry the client's portal link (`portal_url`, None when it is revoked
+    or expired): one lookup for the whole batch."""
+    from tasks.portal.links import link_urls
+
+    specs = catalog()
+    ids = sorted({d.onboarding_id for d in drafts
+                  if d.onboarding_id is not None and specs[d.template].audience == "client"})
+    if not ids:
+        return drafts
+    urls = link_urls(session, playbook, ids)
+    return [replace(d, context={**d.context, "portal_url": urls.get(d.onboarding_id)})
+            if d.onboarding_id in urls else d for d in drafts]
 
 
 def _row(draft: Draft, rendered: Rendered, audience: str, lane: str, *, created: dt.datetime,

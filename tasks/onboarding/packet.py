@@ -77,8 +77,27 @@ def packet_sections(session: Session, playbook: Playbook,
               for k, lane in playbook.lanes.items()],
         ],
     }
+    rows["client_intake"] = intake_packet_rows(session, playbook, onboarding_id)
     return [{"key": s.key, "title": s.title, "rows": rows.get(s.key, [])}
             for s in playbook.packet_sections]
+
+
+def intake_packet_rows(session: Session, playbook: Playbook,
+                       onboarding_id: int) -> list[tuple[str, str]]:
+    """The client's questionnaire answers and files, one row per question."""
+    from tasks.portal import intake
+
+    if playbook.portal is None:
+        return []
+    done = intake.submission(session, onboarding_id)
+    sections = intake.answer_rows(playbook.portal.questionnaire,
+                                  intake.answers(session, onboarding_id),
+                                  intake.files(session, onboarding_id))
+    status = (f"submitted through the portal {local_time(playbook, done.submitted_at)}"
+              if done else "not submitted through the portal")
+    return [("Questionnaire", status), *[(f"{section['title']}: {label}", value)
+                                         for section in sections
+                                         for label, value in section["rows"]]]
 
 
 def assemble_packet(session: Session, playbook: Playbook, onboarding_id: int,

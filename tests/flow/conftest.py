@@ -116,6 +116,8 @@ def handoff_env(home: Path, *, smtp_port: int, api_url: str, **extra: str) -> di
             "HANDOFF_SMTP_STARTTLS": "false", "HANDOFF_SMTP_SSL": "false",
             "HANDOFF_SMTP_TIMEOUT": "10",
             "PREFECT_API_URL": api_url, "PREFECT_UI_URL": api_url.removesuffix("/api"),
+            # The runner starts the client portal (deployments/web) on its own free port.
+            "HANDOFF_PORTAL_PORT": str(free_port()),
             **extra}
 
 

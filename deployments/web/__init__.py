@@ -1,0 +1,1 @@
+"""The web app: the client portal (and, beside it, provider webhooks), served by uvicorn."""
