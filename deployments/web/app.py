@@ -23,13 +23,13 @@ from deployments.web.security import BodyLimit, BodyLimits, Csrf, GuessLimiter, 
 
 WEBHOOK_PREFIX = "/hooks/"
 STATIC = Path(__file__).resolve().parent / "static"
-UPLOAD_SUFFIX = "/intake"  # the only route that takes files
+UPLOAD_PATH = r"/c/[^/]+/intake"  # the only route that takes files
 
 
 def create_app(settings: Settings | None = None,
                extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The web app with every route and the security middleware around all of them."""
-    from deployments.web import portal
+    from deployments.web import hooks, portal
     from tasks.portal.links import purpose_key
 
     settings = settings or get_settings()
@@ -39,10 +39,12 @@ def create_app(settings: Settings | None = None,
         Route("/healthz", pages.health, methods=["GET", "HEAD"]),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         *portal.routes,
+        *hooks.routes,
         *extra_routes,
     ]
     limits = BodyLimits(default=settings.portal_max_form_bytes,
-                        by_suffix=((UPLOAD_SUFFIX, settings.portal_max_upload_bytes),))
+                        rules=((UPLOAD_PATH, settings.portal_max_upload_bytes),
+                               (f"{WEBHOOK_PREFIX}.*", hooks.MAX_BODY)))
     app = Starlette(
         routes=routes,
         middleware=[

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -95,14 +96,15 @@ class BodyTooLarge(Exception):
 
 @dataclass(frozen=True)
 class BodyLimits:
-    """The cap for a request body by path: the largest matching suffix rule, else the default."""
+    """The cap for a request body by path: the first rule whose pattern matches the whole path,
+    else the default."""
 
     default: int
-    by_suffix: tuple[tuple[str, int], ...] = ()
+    rules: tuple[tuple[str, int], ...] = ()
 
     def for_path(self, path: str) -> int:
-        for suffix, limit in self.by_suffix:
-            if path.endswith(suffix):
+        for pattern, limit in self.rules:
+            if re.fullmatch(pattern, path):
                 return limit
         return self.default
 

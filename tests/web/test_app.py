@@ -103,22 +103,28 @@ def test_a_chunked_body_is_cut_off_at_the_cap(tmp_path: Path) -> None:
     assert max(read, default=0) <= 10_000  # the handler never saw more than the cap
 
 
-def test_webhook_routes_are_exempt_from_csrf_but_still_capped(web_factory, sqlite_url) -> None:  # type: ignore[no-untyped-def]
-    from db.settings import get_settings
-    from deployments.web.app import WEBHOOK_PREFIX, create_app
+def test_webhook_routes_are_exempt_from_csrf_but_still_capped(web: Web) -> None:
+    from deployments.web.hooks import MAX_BODY
 
-    async def hook(request: Request) -> PlainTextResponse:
+    # No form token, cross-site: it reaches the hook, which refuses the missing signature.
+    unsigned = web.post("/hooks/generic", content=b"{}", headers={"Sec-Fetch-Site": "cross-site"})
+    assert unsigned.status_code == 401
+    big = web.post("/hooks/generic", content=b"x" * (MAX_BODY + 1))
+    assert big.status_code == 413
+
+
+def test_extra_routes_outside_the_webhook_prefix_need_the_token(sqlite_url: str) -> None:
+    from db.settings import get_settings
+    from deployments.web.app import create_app
+
+    async def echo(request: Request) -> PlainTextResponse:
         return PlainTextResponse(f"got {len(await request.body())}")
 
-    app = create_app(get_settings(), extra_routes=[
-        Route(f"{WEBHOOK_PREFIX}test", hook, methods=["POST"])])
+    app = create_app(get_settings(), extra_routes=[Route("/echo", echo, methods=["POST"])])
     with serve_asgi(app) as base_url:
-        ok = httpx.post(f"{base_url}/hooks/test", content=b"{}",
-                        headers={"Sec-Fetch-Site": "cross-site"})
-        assert ok.status_code == 200 and ok.text == "got 2"
-        big = httpx.post(f"{base_url}/hooks/test", content=b"x" * (get_settings()
-                                                                    .portal_max_form_bytes + 1))
-        assert big.status_code == 413
+        assert httpx.post(f"{base_url}/echo", content=b"{}").status_code == 403
+        token = issue_csrf(app.state.form_key, "/echo")
+        assert httpx.post(f"{base_url}/echo?csrf={token}", content=b"{}").text == "got 2"
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
