@@ -84,6 +84,9 @@ MIGRATIONS: list[Migration] = [
               rewritten={"communications.status": lambda row, fx: (
                   "suppressed" if row["status"] == "queued" and row["onboarding_id"]
                   in fx.demo_ids else row["status"])}),
+    # Old onboardings need no portal row: no row means link version 1, issued at the close.
+    Migration("portal_tables", new_tables={"portal_links": empty, "intake_answers": empty,
+                                           "intake_submissions": empty, "portal_uploads": empty}),
 ]
 
 

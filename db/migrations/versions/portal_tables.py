@@ -1,7 +1,7 @@
 """client portal: link state, intake answers and submission, uploads
 
 Revision ID: portal_tables
-Revises: inbox_replies
+Revises: demo_flag
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "portal_tables"
-down_revision: str | Sequence[str] | None = "inbox_replies"
+down_revision: str | Sequence[str] | None = "demo_flag"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
