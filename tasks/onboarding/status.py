@@ -45,6 +45,12 @@ def portfolio(session: Session, playbook: Playbook) -> list[dict[str, Any]]:
     ]
 
 
+def _portal_link(session: Session, playbook: Playbook, ob: Onboarding) -> dict[str, Any]:
+    from tasks.portal.links import link_state
+
+    return link_state(session, playbook, ob).as_dict()
+
+
 def describe(session: Session, playbook: Playbook, onboarding_id: int,
              now: dt.datetime | None = None) -> dict[str, Any]:
     """One client's card: where it is, who owns it, what is missing, and its clocks."""
@@ -96,6 +102,7 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
         "open_blockers": [{"id": b.id, "type": b.type, "critical": b.critical,
                            "opened_at": b.opened_at.isoformat()} for b in blockers],
         "clocks": clocks, "flow_run_id": ob.flow_run_id, "demo": ob.demo,
+        "portal": _portal_link(session, playbook, ob),
     }
     def local(at: dt.datetime | None) -> str:
         return at.astimezone(tz).strftime("%a %d %b %H:%M %Z") if at else "-"
@@ -108,6 +115,9 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
         f"next:    {ob.next_action or '-'} — due {local(ob.next_action_due)}",
         f"kickoff: {local(ob.kickoff_at)} (committed by {card['kickoff_by'] or '-'})",
     ]
+    portal = card["portal"]
+    lines.append(f"portal:  {portal['url']}" if portal["usable"] else
+                 "portal:  no working link ('handoff portal link ID --rotate' issues one)")
     if missing:
         lines.append("missing: " + ", ".join(missing))
     for problem in problems:
