@@ -35,6 +35,8 @@ GROUPS = {
     "action": ("action", "Corrective actions from KPI threshold breaks."),
     "report": ("report", "Reviews: the weekly onboarding review."),
     "deals": ("deals", "Won deals from CRMs and webhooks; poll the CRMs now."),
+    "portal": ("portal", "The client portal: each client's link."),
+    "intake": ("intake", "The intake questionnaire a client fills in through the portal."),
 }
 
 app = typer.Typer(help="handoff: client onboarding from 'deal closed' to 'ready to deliver'.",
