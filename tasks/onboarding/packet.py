@@ -77,7 +77,7 @@ def packet_sections(session: Session, playbook: Playbook,
               for k, lane in playbook.lanes.items()],
         ],
     }
-    rows["client_intake"] = intake_packet_rows(session, playbook, onboarding_id)
+    rows["client_profile"] += intake_packet_rows(session, playbook, onboarding_id)
     return [{"key": s.key, "title": s.title, "rows": rows.get(s.key, [])}
             for s in playbook.packet_sections]
 
@@ -95,7 +95,7 @@ def intake_packet_rows(session: Session, playbook: Playbook,
                                   intake.files(session, onboarding_id))
     status = (f"submitted through the portal {local_time(playbook, done.submitted_at)}"
               if done else "not submitted through the portal")
-    return [("Questionnaire", status), *[(f"{section['title']}: {label}", value)
+    return [("Intake questionnaire", status), *[(f"{section['title']}: {label}", value)
                                          for section in sections
                                          for label, value in section["rows"]]]
 

@@ -193,11 +193,11 @@ def _assert_answers_in_packet(stack: Stack, onboarding_id: int) -> None:
     playbook = load_playbook(Path(stack.env["HANDOFF_PLAYBOOK_PATH"]))
     with session_factory(stack.db_url)() as session, session.begin():
         sections = packet_sections(session, playbook, onboarding_id)
-    intake = next(s for s in sections if s["key"] == "client_intake")
+    intake = next(s for s in sections if s["key"] == "client_profile")
     rows = dict(intake["rows"])
     assert rows["Contacts and approvers: Day-to-day contact"] == "Pat Lee"
     assert rows["Brand assets: Brand guide"].startswith("brand-guide.pdf (pdf")
-    assert rows["Questionnaire"].startswith("submitted through the portal")
+    assert rows["Intake questionnaire"].startswith("submitted through the portal")
     engine = create_engine(stack.db_url)
     with engine.connect() as conn:
         recorded_by = conn.execute(text(

@@ -259,7 +259,7 @@ def test_script_in_an_answer_is_inert_in_the_notice_packet_and_artifact(
     for text in (markdown, packet.markdown):
         assert "<script>" not in text and "&lt;script&gt;" in text
         assert "[link](javascript" not in text and "\\*\\*bold\\*\\*" in text
-    assert "Client intake answers" in packet.markdown
+    assert "Intake questionnaire | submitted through the portal" in packet.markdown
 
 
 def test_two_tabs_submitting_at_once_record_it_once(web: Web, sqlite_url: str) -> None:
