@@ -193,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"Prefect server ready in {seconds:.0f}s")
     ui = os.environ.get("PREFECT_UI_URL") or os.environ["PREFECT_API_URL"].removesuffix("/api")
-    portal = start_portal()
+    try:
+        portal = start_portal()
+    except Exception as exc:  # the runner serves on without the portal, and says why
+        print(f"warning: the client portal did not start: {exc}", file=sys.stderr, flush=True)
+        portal = None
     portal_line = (f"  client portal: {settings.portal_base_url} (listening on "
                    f"{settings.portal_host}:{settings.portal_port})\n"
                    if portal else "  client portal: off (HANDOFF_PORTAL_ENABLED=false)\n")
