@@ -16,8 +16,8 @@ app = typer.Typer()
 @guarded
 def intake_show(onboarding_id: IdArg, as_json: JsonOpt = False) -> None:
     """The client's questionnaire answers and uploaded files (saved or submitted)."""
-    from tasks.portal import intake
     from tasks.onboarding.records import get_onboarding
+    from tasks.portal import intake
 
     with transaction() as (session, playbook):
         get_onboarding(session, onboarding_id)

@@ -34,8 +34,8 @@ def portal_link(
     as_json: JsonOpt = False,
 ) -> None:
     """Print the client's portal link (the one in their mail), or rotate it."""
-    from tasks.portal import links
     from tasks.onboarding.records import get_onboarding
+    from tasks.portal import links
 
     with transaction() as (session, playbook):
         if rotate:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from db.playbook import get_playbook
-from tasks.render import render_page
+from tasks.mail.render import render_page
 
 
 def render(request: Request, template: str, context: dict[str, Any], status: int = 200,

@@ -114,7 +114,7 @@ async def status_page(request: Request) -> Response:
 def _status_context(onboarding_id: int) -> dict[str, Any]:
     playbook = get_playbook()
     with session_factory()() as session, session.begin():
-        from tasks.records import get_onboarding
+        from tasks.onboarding.records import get_onboarding
 
         ob = get_onboarding(session, onboarding_id)
         return view.client_page(session, playbook, ob, utcnow())
@@ -139,7 +139,7 @@ def _intake_context(onboarding_id: int, posted: dict[str, intake.Answer] | None,
     playbook = get_playbook()
     questionnaire = intake.questionnaire_of(playbook)
     with session_factory()() as session, session.begin():
-        from tasks.records import get_onboarding
+        from tasks.onboarding.records import get_onboarding
 
         ob = get_onboarding(session, onboarding_id)
         saved = intake.answers(session, onboarding_id)
@@ -267,7 +267,7 @@ def _save(onboarding_id: int, posted: dict[str, intake.Answer],
                                  upload_dir=settings.uploads_dir, submit=submit, now=now)
             if result.errors:
                 return result  # refused before anything was written
-            from tasks.records import get_onboarding
+            from tasks.onboarding.records import get_onboarding
 
             links.mark_opened(session, get_onboarding(session, onboarding_id), now)
             notices.queue_owner_notice(session, playbook, onboarding_id, result, now)
@@ -289,7 +289,7 @@ def _after_save(onboarding_id: int, submitted: bool, notify_upload: bool) -> Non
     """After the response: send the owner's notice now and wake the client's run."""
     if not (submitted or notify_upload):
         return
-    from tasks.outbox import deliver
+    from tasks.mail.outbox import deliver
 
     try:
         deliver(session_factory(), get_playbook(), _settings(), now=utcnow(),
@@ -299,7 +299,7 @@ def _after_save(onboarding_id: int, submitted: bool, notify_upload: bool) -> Non
     if not submitted:
         return
     from tasks.portal.publish import publish_answers
-    from tasks.prefect_link import nudge_run
+    from tasks.prefect.runs import nudge_run
 
     try:
         log.info("onboarding %s: %s", onboarding_id, nudge_run(onboarding_id))
@@ -346,7 +346,7 @@ async def seen(request: Request) -> Response:
 
 def _mark_seen(onboarding_id: int) -> None:
     with session_factory()() as session, session.begin():
-        from tasks.records import get_onboarding
+        from tasks.onboarding.records import get_onboarding
 
         links.mark_opened(session, get_onboarding(session, onboarding_id), utcnow())
 

@@ -23,7 +23,7 @@ from db.models import IntakeAnswer, IntakeSubmission, PortalUpload
 from db.playbook import Playbook
 from db.questionnaire import QuestionField, Questionnaire
 from db.validation import HandoffError, clean_email, clean_text, parse_date
-from tasks import records
+from tasks.onboarding import records
 from tasks.portal import uploads
 
 CLIENT_ACTOR = "client (portal)"

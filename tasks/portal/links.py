@@ -31,7 +31,7 @@ from db.models import Onboarding, PortalLink, utcnow
 from db.playbook import Playbook
 from db.settings import Settings, get_settings
 from db.validation import GuardrailError
-from tasks import records
+from tasks.onboarding import records
 
 _TOKEN = re.compile(r"^([1-9][0-9]{0,11})-([A-Za-z0-9_-]{32})$")
 

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from db.models import PortalUpload
 from db.playbook import Playbook
-from tasks import records
-from tasks.outbox import Draft, business_context, enqueue, owners_away
+from tasks.mail.outbox import Draft, business_context, enqueue, owners_away
+from tasks.onboarding import records
 from tasks.portal import intake
 
 

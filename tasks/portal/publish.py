@@ -9,10 +9,10 @@ from sqlalchemy.orm import Session
 from db.models import utcnow
 from db.playbook import Playbook, get_playbook
 from db.session import session_factory
-from tasks import records
-from tasks.comms import local_time
+from tasks.comms.cadences import local_time
+from tasks.mail.render import render_page
+from tasks.onboarding import records
 from tasks.portal import intake
-from tasks.render import render_page
 
 
 def answers_markdown(session: Session, playbook: Playbook, onboarding_id: int) -> str:
@@ -33,7 +33,7 @@ def publish_answers(onboarding_id: int) -> str | None:
     from prefect import get_client
     from prefect.client.schemas.actions import ArtifactCreate
 
-    from tasks.prefect_link import prefect_settings, server_reachable
+    from tasks.prefect.runs import prefect_settings, server_reachable
 
     playbook = get_playbook()
     with session_factory()() as session, session.begin():

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from db.models import Onboarding
 from db.playbook import Playbook
-from tasks import records
-from tasks.comms import local_time, person
-from tasks.outbox import owners_away
+from tasks.comms.cadences import local_time, person
+from tasks.mail.outbox import owners_away
+from tasks.onboarding import records
 from tasks.portal import intake
 
 

@@ -27,7 +27,7 @@ def floor_app() -> Any:
     from starlette.responses import HTMLResponse, RedirectResponse
     from starlette.routing import Route
 
-    from tasks.render import render_page
+    from tasks.mail.render import render_page
 
     context = _fixed_context()
 

@@ -188,7 +188,7 @@ def onboard_with_terms(stack: Stack, client: str) -> tuple[int, str]:
 def _assert_answers_in_packet(stack: Stack, onboarding_id: int) -> None:
     from db.playbook import load_playbook
     from db.session import session_factory
-    from tasks.packet import packet_sections
+    from tasks.onboarding.packet import packet_sections
 
     playbook = load_playbook(Path(stack.env["HANDOFF_PLAYBOOK_PATH"]))
     with session_factory(stack.db_url)() as session, session.begin():

@@ -135,7 +135,7 @@ def test_every_dead_link_gets_the_same_404(web: Web, sqlite_url: str) -> None:
     with _session(sqlite_url) as session, session.begin():
         links.rotate(session, playbook, first, by="va", at=now)  # `link` is now the old one
         links.revoke(session, playbook, revoked, by="va", at=now)
-        from tasks.records import get_onboarding
+        from tasks.onboarding.records import get_onboarding
 
         ob = get_onboarding(session, expired)
         ob.status, ob.ready_at = "ready", now - dt.timedelta(days=31)
@@ -238,7 +238,7 @@ def test_dot_dot_slash_in_a_filename_is_harmless(web: Web, sqlite_url: str) -> N
 
 def test_script_in_an_answer_is_inert_in_the_notice_packet_and_artifact(
         web: Web, sqlite_url: str) -> None:
-    from tasks.packet import assemble_packet
+    from tasks.onboarding.packet import assemble_packet
     from tasks.portal.publish import answers_markdown
 
     playbook = get_playbook()
