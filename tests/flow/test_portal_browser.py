@@ -71,6 +71,16 @@ def _shoot(page: Any, name: str, dirs: list[Path]) -> None:
         shutil.copy(first, extra / f"{name}.png")
 
 
+def _arrive(page: Any, pattern: str) -> None:
+    """Wait for the redirect after a post (a loaded machine is slow); if the portal answered
+    with the form again instead, fail with what it said."""
+    try:
+        page.wait_for_url(re.compile(pattern), timeout=120_000)
+    except Exception as exc:
+        raise AssertionError(f"no redirect to {pattern}; the page says: "
+                             f"{page.inner_text('main')[:1500]}") from exc
+
+
 def _welcome_link(stack: Stack, contact: str) -> str:
     def find() -> str | None:
         for message in stack.smtp.messages:
@@ -118,7 +128,7 @@ def test_client_fills_the_questionnaire_in_a_real_browser(
     page.locator("input[name=primary_contact_channel][value=Email]").check()
     page.fill("#f-goals", f"More patients {SCRIPT}")
     page.get_by_role("button", name="Save progress").click()
-    page.wait_for_url(re.compile(r"/intake\?saved=1$"))
+    _arrive(page, r"/intake\?saved=1$")
     assert "Saved." in page.inner_text("main")
     _shoot(page, "portal-questionnaire-desktop", dirs)
     context.close()
@@ -144,7 +154,7 @@ def test_client_fills_the_questionnaire_in_a_real_browser(
     page.set_input_files("#f-logo", str(files / "logo.png"))
     page.set_input_files("#f-brand_guide", str(files / "brand-guide.pdf"))
     page.get_by_role("button", name="Submit questionnaire").click()
-    page.wait_for_url(re.compile(r"\?submitted=1$"))
+    _arrive(page, r"\?submitted=1$")
     assert "we have your questionnaire" in page.inner_text("main")
     assert "brand-guide.pdf" in page.inner_text("main")
     _shoot(page, "portal-status-phone", dirs)
