@@ -25,11 +25,11 @@ SECRETS = {"HANDOFF_HUBSPOT_CLIENT_SECRET": "hs-client-secret",
 
 
 def hooks_app() -> object:
-    from starlette.applications import Starlette
+    """handoff's whole web app (security middleware, body caps, CSRF with /hooks/ exempt)."""
+    from db.settings import get_settings
+    from deployments.web.app import create_app
 
-    from deployments.web.hooks import routes
-
-    return Starlette(routes=routes)
+    return create_app(get_settings())
 
 
 @contextmanager

@@ -31,6 +31,7 @@ def hooks_for(stack: Stack, **overrides: str) -> Iterator[str]:
     recorded responses on loopback."""
     saved = dict(os.environ)
     os.environ.update({**stack.env, **SECRETS, **overrides})
+    get_settings.cache_clear()
     try:
         with RecordedCrm() as crm, serve(hooks_app()) as url:
             os.environ.update({"HANDOFF_HUBSPOT_WEBHOOK_URL": f"{url}/hooks/hubspot",
