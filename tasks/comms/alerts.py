@@ -16,15 +16,11 @@ from typing import Any
 
 from db.playbook import Playbook
 from db.settings import Settings
+from tasks.comms import keys
 from tasks.mail.render import catalog
 from tasks.mail.transport import OutgoingMessage, SendOutcome, SendResult, Transport
 
 PREFIX = "alert:"  # the recipient of an alert row: alert:<channel>
-
-
-def alert_key(key: str, channel: str) -> str:
-    """The outbox key of a notice's copy for one chat channel."""
-    return f"{key}>{PREFIX}{channel}"
 
 
 def is_alert(recipients: str | list[str] | tuple[str, ...]) -> bool:
@@ -43,7 +39,7 @@ def alert_drafts(playbook: Playbook, drafts: list[Any]) -> list[Any]:
             continue
         for channel in playbook.alerts.get(spec.lane, []):
             copies.append(replace(draft, recipients=[PREFIX + channel], attachments=(),
-                                  key=alert_key(draft.key, channel)))
+                                  key=keys.alert_copy(draft.key, PREFIX + channel)))
     return copies
 
 

@@ -25,6 +25,7 @@ from db.models import (
 from db.playbook import Playbook, TimeUnit
 from db.session import collector_paused
 from tasks.calendar.clock import business_hours_per_day, due_after
+from tasks.comms import keys
 from tasks.mail.outbox import Draft, away_at, business_context
 from tasks.mail.render import calendar_invite
 
@@ -187,7 +188,7 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
     welcome = slas["welcome"]
     if as_of >= ob.closed_at:
         due = due_after(playbook, ob.closed_at, welcome.within or 0, welcome.unit)
-        out.append(draft("welcome", f"welcome:{ob.id}", due, "welcome"))
+        out.append(draft("welcome", keys.welcome(ob.id), due, "welcome"))
 
     if ob.stage == "intake_completion":
         out.extend(_intake_messages(playbook, client, as_of, draft))
@@ -197,9 +198,8 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
         entered = ob.stage_entered_at if ob.stage == "kickoff_alignment" else as_of
         sla = slas["kickoff_scheduled"]
         due = due_after(playbook, entered, sla.within or 0, sla.unit)
-        stamp = ob.kickoff_at.strftime("%Y%m%dT%H%M")
         invite = calendar_invite(
-            uid=f"kickoff-{ob.id}-{stamp}@handoff", start=ob.kickoff_at,
+            uid=f"kickoff-{ob.id}-{keys.kickoff_stamp(ob.kickoff_at)}@handoff", start=ob.kickoff_at,
             minutes=KICKOFF_MINUTES, summary=f"Kickoff: {ob.client_name} × "
             f"{playbook.business.name}", organizer=owner, attendees=[*contacts, owner],
             description=f"Kickoff for {ob.offer}. Owner: {owner}.")
@@ -207,7 +207,7 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
 
         out.append(Draft(
             onboarding_id=ob.id, template="kickoff_confirmation", recipients=contacts,
-            key=f"kickoff_confirmation:{ob.id}:{stamp}",
+            key=keys.kickoff_confirmation(ob.id, ob.kickoff_at),
             context=context(playbook, client, owner_email=owner, due=due,
                             kickoff={"local": local_time(playbook, ob.kickoff_at),
                                      "minutes": KICKOFF_MINUTES}),
@@ -218,7 +218,7 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
     if kickoff_held is not None and as_of >= kickoff_held:
         sla = slas["kickoff_recap"]
         due = due_after(playbook, kickoff_held, sla.within or 0, sla.unit)
-        out.append(draft("kickoff_recap", f"kickoff_recap:{ob.id}", due, "kickoff_recap"))
+        out.append(draft("kickoff_recap", keys.kickoff_recap(ob.id), due, "kickoff_recap"))
 
     if ob.stage == "setup_execution":
         sla = slas["setup_progress_update"]
@@ -234,7 +234,7 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
             if as_of >= send_at:
                 cycle = len(updates) + 1
                 out.append(draft("setup_progress_update",
-                                 f"setup_progress_update:{ob.id}:{cycle}", due,
+                                 keys.setup_progress_update(ob.id, cycle), due,
                                  "setup_progress_update", cycle=cycle))
     return out
 
@@ -256,7 +256,7 @@ def _intake_messages(playbook: Playbook, client: Client, as_of: dt.datetime,
     ob = client.row
     if not client_missing(playbook, client):
         return []  # the client has sent everything: the cadence stops
-    request_key = f"intake_request:{ob.id}"
+    request_key = keys.intake_request(ob.id)
     requests = client.sent("intake_request")
     if not requests:
         return [draft("intake_request", request_key, None, None,
@@ -274,7 +274,7 @@ def _intake_messages(playbook: Playbook, client: Client, as_of: dt.datetime,
         return []
     cycle = len(reminders) + 1
     due = last + dt.timedelta(hours=sla.every_max or 48)
-    return [draft("missing_info_reminder", f"missing_info_reminder:{ob.id}:{cycle}", due,
+    return [draft("missing_info_reminder", keys.missing_info_reminder(ob.id, cycle), due,
                   "intake_reminder", cycle=cycle, missing=client_missing(playbook, client))]
 
 
@@ -340,7 +340,7 @@ def _blocker_ladder(playbook: Playbook, snapshot: Snapshot, client: Client, bloc
         to, role = _recipient(playbook, snapshot, client, step.to)
         out.append(Draft(
             onboarding_id=client.row.id, template=kind.template, recipients=[to],
-            key=f"esc:blocker:{blocker.id}:{level}", due_at=due,
+            key=keys.blocker_escalation(blocker.id, level), due_at=due,
             context=context(playbook, client, blocker={
                 "id": blocker.id, "label": kind.label, "note": blocker.note,
                 "critical": blocker.critical, "path": path,
@@ -419,7 +419,7 @@ def _threshold_ladder(playbook: Playbook, snapshot: Snapshot, client: Client, ru
         to, role_text = _recipient(playbook, snapshot, client, role)
         out.append(Draft(
             onboarding_id=client.row.id, template="threshold_escalation", recipients=[to],
-            key=f"esc:{rule}:{client.row.id}:{level}", due_at=due,
+            key=keys.threshold_escalation(rule, client.row.id, level), due_at=due,
             context=context(playbook, client, rule={"title": title, "action": action},
                             detail=detail, level=f"level {level} of {len(ladder)}",
                             recipient_role=role_text)))

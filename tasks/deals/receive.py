@@ -10,6 +10,7 @@ from db.playbook import Playbook, get_playbook
 from db.session import session_factory
 from db.settings import get_settings
 from db.validation import HandoffError, clean_name
+from tasks.comms import keys
 from tasks.deals.crm import CrmClient
 from tasks.deals.events import READERS, WonDeal
 from tasks.deals.intake import Recorded, linked_onboarding, record_won_deal, to_new_onboarding
@@ -64,7 +65,7 @@ def tell_owner_refused(playbook: Playbook, deal: WonDeal, problem: str) -> None:
     with session_factory()() as session, session.begin():
         enqueue(session, playbook, Draft(
             onboarding_id=None, template="deal_refused", recipients=[owner],
-            key=f"deal-refused:{deal.source}:{deal.external_id}",
+            key=keys.deal_refused(deal.source, deal.external_id),
             context={"business": business_context(playbook),
                      "deal": {"source": deal.source, "id": deal.external_id,
                               "problem": problem.removeprefix(prefix)}}), now=utcnow())

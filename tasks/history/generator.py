@@ -56,6 +56,7 @@ from db.models import (
 from db.playbook import STAGE_ORDER, Playbook
 from tasks.calendar.business_time import BusinessCalendar
 from tasks.calendar.clock import business_minutes_late, calendar_for, due_after
+from tasks.comms import keys
 
 SEGMENTS = (("smb", 0.55), ("mid_market", 0.35), ("enterprise", 0.10))
 OFFERS = (("Growth retainer", 0.5), ("Launch sprint", 0.3), ("Ops audit", 0.2))
@@ -269,7 +270,7 @@ class _Sim(_Rows):
         path = pb.blockers[kind]
         reach = due_after(pb, opened, path.escalation[-1].after, path.escalation[-1].unit)
         if reach < resolved:
-            self.message(path.template, f"esc:blocker:{blocker_id}:{len(path.escalation)}",
+            self.message(path.template, keys.blocker_escalation(blocker_id, len(path.escalation)),
                          reach, due=None, sla=None, audience="team", lane=path.lane,
                          recipients=str(pb.business.founder.email))
 
@@ -287,7 +288,7 @@ class _Sim(_Rows):
         self.event("onboarding_created", self.closed, "va", client=self.name, stage=self.stage)
         welcome = pb.slas["welcome"]
         due = due_after(pb, self.closed, welcome.within or 4, welcome.unit)
-        self.message("welcome", f"welcome:{self.id}", self.send_time(due, g.bad(self.closed), 0.4),
+        self.message("welcome", keys.welcome(self.id), self.send_time(due, g.bad(self.closed), 0.4),
                      due=due, sla="welcome")
         # 1. close confirmation
         bad = g.bad(self.closed)
@@ -300,7 +301,7 @@ class _Sim(_Rows):
         days = 1.5 + rng.expovariate(0.6) * (1 + bad)
         days += self.blockers("intake_completion", entered, days, bad)
         left = self.later(entered, days)
-        self.message("intake_request", f"intake_request:{self.id}", entered, due=None, sla=None,
+        self.message("intake_request", keys.intake_request(self.id), entered, due=None, sla=None,
                      lane="A")
         self.reminders(entered, left, bad)
         self.items("intake_completion", entered, left)
@@ -330,7 +331,7 @@ class _Sim(_Rows):
         late_recap = rng.random() < 0.05 + 0.2 * bad
         recap_at = recap_due + dt.timedelta(hours=rng.uniform(1, 20)) if late_recap else \
             self.kickoff_at + dt.timedelta(hours=rng.uniform(1, 20))
-        self.message("kickoff_recap", f"kickoff_recap:{self.id}", recap_at, due=recap_due,
+        self.message("kickoff_recap", keys.kickoff_recap(self.id), recap_at, due=recap_due,
                      sla="kickoff_recap")
         left = self.later(self.kickoff_at, rng.uniform(0.2, 0.9))
         self.items("kickoff_alignment", entered, left)
@@ -371,12 +372,12 @@ class _Sim(_Rows):
                           default=check)
         self.items("ready_to_deliver", entered, left if late_keys else first_check,
                    late_keys=late_keys)
-        self.message("handoff_packet", f"handoff_packet:{self.id}:1", self.later(entered, 0.05),
+        self.message("handoff_packet", keys.handoff_packet(self.id), self.later(entered, 0.05),
                      due=None, sla=None, audience="team", lane="D",
                      recipients=str(pb.business.delivery_team.email))
         if not self.advance(left):
             return
-        self.message("ready_to_deliver", f"ready_to_deliver:{self.id}", left, due=None, sla=None,
+        self.message("ready_to_deliver", keys.ready_to_deliver(self.id), left, due=None, sla=None,
                      lane="D")
         milestone = self.later(left, rng.uniform(4, 12))
         self.first_milestone = milestone.date()
@@ -388,8 +389,8 @@ class _Sim(_Rows):
         kind = "kickoff_rescheduled" if previous else "kickoff_scheduled"
         self.event(kind, at, self.owner, kickoff_at=self.kickoff_at.isoformat(),
                    previous=previous.isoformat() if previous else None)
-        stamp = self.kickoff_at.strftime("%Y%m%dT%H%M")
-        self.message("kickoff_confirmation", f"kickoff_confirmation:{self.id}:{stamp}", at,
+        self.message("kickoff_confirmation", keys.kickoff_confirmation(self.id, self.kickoff_at),
+                     at,
                      due=due, sla="kickoff_scheduled", lane="A")
 
     def reminders(self, entered: dt.datetime, left: dt.datetime, bad: float) -> None:
@@ -401,7 +402,7 @@ class _Sim(_Rows):
             if at >= left:
                 return
             cycle += 1
-            self.message("missing_info_reminder", f"missing_info_reminder:{self.id}:{cycle}", at,
+            self.message("missing_info_reminder", keys.missing_info_reminder(self.id, cycle), at,
                          due=last + dt.timedelta(hours=48), sla="intake_reminder", lane="A",
                          cycle=cycle)
             last = at
@@ -415,7 +416,7 @@ class _Sim(_Rows):
                 return
             cycle += 1
             at = self.send_time(due, bad, 0.2)
-            self.message("setup_progress_update", f"setup_progress_update:{self.id}:{cycle}", at,
+            self.message("setup_progress_update", keys.setup_progress_update(self.id, cycle), at,
                          due=due, sla="setup_progress_update", cycle=cycle)
             last = at
 

@@ -28,6 +28,7 @@ from db.models import Communication, Event, Onboarding, OwnerAway, utcnow
 from db.playbook import Playbook
 from db.settings import Settings
 from tasks.calendar.clock import business_minutes_late, next_send_window
+from tasks.comms import keys
 from tasks.comms.alerts import OnDemand, alert_drafts, is_alert, send_alert
 from tasks.mail.alarm import TransportAlarm, announce, clear_alarm, raise_alarm
 from tasks.mail.inbox.address import reply_address
@@ -398,7 +399,7 @@ def notify_delivery_problem(session: Session, playbook: Playbook, row: Communica
         return  # a failed failure-notice is in the log and in `handoff status`; no loop
     onboarding = session.get(Onboarding, row.onboarding_id) if row.onboarding_id else None
     notify_owner(session, playbook, onboarding, now, template="delivery_failure",
-                 key=f"delivery-failure:{row.idempotency_key}", context={
+                 key=keys.delivery_failure(row.idempotency_key), context={
                      "failed": {"template": row.template, "recipients": row.recipients,
                                 "attempts": row.attempts, "error": problem, "reason": reason,
                                 "client": onboarding.client_name if onboarding else None,

@@ -24,6 +24,7 @@ from db.playbook import Gate, Playbook, get_playbook
 from db.session import session_factory
 from db.settings import get_settings
 from db.validation import HandoffError, parse_instant
+from tasks.comms import keys
 from tasks.comms.sweeps import queue_due
 from tasks.mail.outbox import Draft, business_context, deliver, enqueue
 from tasks.onboarding import records
@@ -169,7 +170,7 @@ def _apply_form(session: Session, playbook: Playbook, onboarding_id: int, stage:
 def deliver_handoff_packet(onboarding_id: int) -> int:
     """Assemble the packet once, publish it on the run, mail the delivery team, mark delivered."""
     playbook, factory, now = get_playbook(), session_factory(), utcnow()
-    key = f"handoff_packet:{onboarding_id}"
+    key = keys.handoff_packet(onboarding_id)
     with factory() as session, session.begin():
         queued = session.scalars(select(Communication).where(
             Communication.idempotency_key == key)).first()
@@ -208,7 +209,7 @@ def confirm_ready(onboarding_id: int) -> str:
             raise HandoffError(f"onboarding {onboarding_id} is not ready ({ob.stage})")
         enqueue(session, playbook, Draft(
             onboarding_id=onboarding_id, template="ready_to_deliver", recipients=ob.contacts,
-            key=f"ready_to_deliver:{onboarding_id}",
+            key=keys.ready_to_deliver(onboarding_id),
             context=context(playbook, Client(row=ob))), now=now)
     deliver(factory, playbook, get_settings(), now=now, onboarding_id=onboarding_id)
     return "ready"

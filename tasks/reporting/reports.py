@@ -25,6 +25,7 @@ from db.models import CorrectiveAction
 from db.playbook import STAGE_ORDER, Playbook
 from db.validation import HandoffError
 from tasks.calendar.clock import calendar_for, in_business_days
+from tasks.comms import keys
 from tasks.mail.outbox import DeliveryReport, Draft, business_context, enqueue
 from tasks.mail.render import catalog, render_message, render_page
 from tasks.mail.transport import Attachment
@@ -342,7 +343,7 @@ def queue_weekly_email(session: Session, playbook: Playbook, review: WeeklyRevie
     """Queue the review to the founder, once per ISO week."""
     _row, created = enqueue(session, playbook, Draft(
         onboarding_id=None, template="weekly_review",
-        recipients=[str(playbook.business.founder.email)], key=f"weekly:{review.week}",
+        recipients=[str(playbook.business.founder.email)], key=keys.weekly_review(review.week),
         context=review.context), now=now)
     return created
 
@@ -551,7 +552,7 @@ def queue_memo_email(session: Session, playbook: Playbook, memo: Memo,
                                mimetype="text/csv"),)
     _row, created = enqueue(session, playbook, Draft(
         onboarding_id=None, template="monthly_memo",
-        recipients=[str(playbook.business.founder.email)], key=f"memo:{memo.month}",
+        recipients=[str(playbook.business.founder.email)], key=keys.monthly_memo(memo.month),
         context=memo_context(memo, inline=True), attachments=attachments), now=now)
     return created
 
@@ -644,7 +645,7 @@ def queue_quarterly_email(session: Session, playbook: Playbook, context: dict[st
     _row, created = enqueue(session, playbook, Draft(
         onboarding_id=None, template="quarterly_reset",
         recipients=[str(playbook.business.founder.email)],
-        key=f"quarterly:{context['reset']['quarter']}", context=context), now=now)
+        key=keys.quarterly_reset(context["reset"]["quarter"]), context=context), now=now)
     return created
 
 

@@ -20,8 +20,9 @@ from db.models import Communication
 from db.playbook import Playbook, get_playbook
 from db.session import session_factory
 from db.settings import get_settings
-from tasks.comms.alerts import alert_key
+from tasks.comms.alerts import PREFIX
 from tasks.comms.cadences import Client, context
+from tasks.comms.keys import alert_copy
 from tasks.mail.outbox import Draft, deliver, enqueue_many
 from tasks.onboarding import records
 from tests.factories import new_onboarding
@@ -104,9 +105,9 @@ def test_a_bounce_notice_reaches_mail_and_each_channel_once(
 
     notice = f"delivery-failure:{welcome.key}"
     queued = rows(factory)
-    assert set(queued) == {welcome.key, notice, alert_key(notice, "team"),
-                           alert_key(notice, "ops")}
-    assert queued[alert_key(notice, "team")].audience == "alert"
+    assert set(queued) == {welcome.key, notice, alert_copy(notice, PREFIX + "team"),
+                           alert_copy(notice, PREFIX + "ops")}
+    assert queued[alert_copy(notice, PREFIX + "team")].audience == "alert"
     for minute in (1, 2, 3):  # re-runs of the delivery pass
         deliver(factory, routed, get_settings(), now=NOW + dt.timedelta(minutes=minute))
     assert sorted(path for path, _ in receiver.posts) == ["/ops", "/team"]
@@ -141,7 +142,7 @@ def test_a_channel_that_is_down_is_retried_and_posted_once(
     with factory() as s, s.begin():
         enqueue_many(s, routed, [notice], now=NOW)
     deliver(factory, routed, get_settings(), now=NOW)
-    team = rows(factory)[alert_key(notice.key, "team")]
+    team = rows(factory)[alert_copy(notice.key, PREFIX + "team")]
     assert (team.status, team.attempts) == ("queued", 1)
     assert "did not accept" in (team.last_error or "")
     assert receiver.posts == []
@@ -168,7 +169,7 @@ def test_a_channel_without_a_url_fails_and_the_owner_is_told(
     for minute in (0, 1, 2):
         deliver(factory, routed, get_settings(), now=NOW + dt.timedelta(minutes=minute))
     queued = rows(factory)
-    ops = queued[alert_key(notice.key, "ops")]
+    ops = queued[alert_copy(notice.key, PREFIX + "ops")]
     assert ops.status == "failed"
     assert ops.last_error == "alert channel 'ops' has no URL in HANDOFF_ALERT_URLS"
     told = queued[f"delivery-failure:{ops.idempotency_key}"]

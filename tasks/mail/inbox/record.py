@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Communication, InboundMessage, Onboarding
 from db.playbook import Playbook
+from tasks.comms import keys
 from tasks.comms.cadences import local_time, reply_pause_end
 from tasks.mail.inbox.classify import Inbound
 from tasks.mail.inbox.match import Match
@@ -124,7 +125,7 @@ def _notify_reply(session: Session, playbook: Playbook, onboarding: Onboarding,
                   row: InboundMessage, match: Match, now: dt.datetime) -> None:
     session.flush()
     notify_owner(session, playbook, onboarding, now, template="client_reply",
-                 key=f"client-reply:{row.id}", context={
+                 key=keys.client_reply(row.id), context={
                      "client": {"id": onboarding.id, "name": onboarding.client_name,
                                 "stage": playbook.stage(onboarding.stage).name},
                      "reply": {"probable": match.probable, "sender": row.sender,

@@ -1,0 +1,91 @@
+"""Every message's idempotency key, built here and nowhere else.
+
+The outbox refuses a second row with the same key, so a key is the promise that a message goes
+out once. The flow, the sweeps, the reports and the demo history all call these functions (as
+`keys.welcome(...)`, never by hand): the day two copies of a key drift apart is the day a
+client gets the same message twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+def welcome(onboarding_id: int) -> str:
+    return f"welcome:{onboarding_id}"
+
+
+def intake_request(onboarding_id: int) -> str:
+    return f"intake_request:{onboarding_id}"
+
+
+def missing_info_reminder(onboarding_id: int, cycle: int) -> str:
+    return f"missing_info_reminder:{onboarding_id}:{cycle}"
+
+
+def kickoff_stamp(kickoff_at: dt.datetime) -> str:
+    """The kickoff's start as it appears in keys and the invite's UID (a new time, a new key)."""
+    return kickoff_at.strftime("%Y%m%dT%H%M")
+
+
+def kickoff_confirmation(onboarding_id: int, kickoff_at: dt.datetime) -> str:
+    return f"kickoff_confirmation:{onboarding_id}:{kickoff_stamp(kickoff_at)}"
+
+
+def kickoff_recap(onboarding_id: int) -> str:
+    return f"kickoff_recap:{onboarding_id}"
+
+
+def setup_progress_update(onboarding_id: int, cycle: int) -> str:
+    return f"setup_progress_update:{onboarding_id}:{cycle}"
+
+
+def handoff_packet(onboarding_id: int) -> str:
+    """One packet mail per client: a reworked packet is a new revision on the run, not a mail."""
+    return f"handoff_packet:{onboarding_id}"
+
+
+def ready_to_deliver(onboarding_id: int) -> str:
+    return f"ready_to_deliver:{onboarding_id}"
+
+
+def blocker_escalation(blocker_id: int, level: int) -> str:
+    """Step `level` (from 1) of a blocker's escalation path."""
+    return f"esc:blocker:{blocker_id}:{level}"
+
+
+def threshold_escalation(rule: str, onboarding_id: int, level: int) -> str:
+    """Step `level` of an escalation threshold; `rule` names it (and its blocker, if any)."""
+    return f"esc:{rule}:{onboarding_id}:{level}"
+
+
+def weekly_review(week: str) -> str:
+    return f"weekly:{week}"
+
+
+def monthly_memo(month: str) -> str:
+    return f"memo:{month}"
+
+
+def quarterly_reset(quarter: str) -> str:
+    return f"quarterly:{quarter}"
+
+
+def delivery_failure(failed_key: str) -> str:
+    """The owner's notice that the message under `failed_key` could not be delivered."""
+    return f"delivery-failure:{failed_key}"
+
+
+def deal_refused(source: str, external_id: str) -> str:
+    """The deal lane owner's notice that a won deal could not become an onboarding."""
+    return f"deal-refused:{source}:{external_id}"
+
+
+def client_reply(inbound_id: int) -> str:
+    """The owner's notice of one client reply read from the inbox."""
+    return f"client-reply:{inbound_id}"
+
+
+def alert_copy(key: str, recipient: str) -> str:
+    """A team notice's copy for one chat channel: the notice's key plus the channel's recipient."""
+    return f"{key}>{recipient}"
