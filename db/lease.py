@@ -49,7 +49,7 @@ def lease(factory: sessionmaker[Session], name: str,
           ttl: dt.timedelta = dt.timedelta(minutes=15)) -> Iterator[str]:
     """Hold `name` for the block; raise LeaseHeld if someone else has it."""
     holder = _holder()
-    with factory() as session, session.begin():
+    with factory.begin() as session:
         if not acquire(session, name, holder, ttl):
             raise LeaseHeld(f"{name} is already running elsewhere")
     try:
@@ -62,7 +62,7 @@ def _release(factory: sessionmaker[Session], name: str, holder: str, attempts: i
     """Free the lease; a briefly locked database is retried, and the TTL is the last resort."""
     for attempt in range(attempts):
         try:
-            with factory() as session, session.begin():
+            with factory.begin() as session:
                 session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))
             return
         except OperationalError:

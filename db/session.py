@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from db.settings import get_settings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _engines: dict[tuple[int, str], Engine] = {}
+_factories: dict[tuple[int, str], sessionmaker[Session]] = {}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -80,8 +81,21 @@ def get_engine(url: str | None = None) -> Engine:
 
 
 def session_factory(url: str | None = None) -> sessionmaker[Session]:
-    """A sessionmaker bound to the engine; callers own the transaction (`with s.begin()`)."""
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+    """The sessionmaker of this process's engine for the URL, made once.
+
+    `with factory.begin() as session:` is the one way to open a transaction (`transaction()`
+    below for the configured database); functions below that take the session.
+    """
+    key = (os.getpid(), url or get_settings().database_url)
+    factory = _factories.get(key)
+    if factory is None:
+        factory = _factories[key] = sessionmaker(get_engine(url), expire_on_commit=False)
+    return factory
+
+
+def transaction(url: str | None = None) -> AbstractContextManager[Session]:
+    """A session in one transaction: committed when the block ends, rolled back if it raises."""
+    return session_factory(url).begin()
 
 
 def alembic_config() -> Config:
@@ -108,6 +122,7 @@ def is_current(url: str | None = None) -> bool:
 
 def dispose_all() -> None:
     """Close every pooled connection of this process (tests, backup/restore)."""
+    _factories.clear()
     for key, engine in list(_engines.items()):
         engine.dispose()
         del _engines[key]

@@ -20,6 +20,7 @@ from typing import Any
 
 from db.playbook import get_playbook
 from db.settings import get_settings
+from tasks.prefect.offline import stay_offline
 
 RUNNER_ENV = {
     # Resumed runs re-execute from the top; persisted results keep what earlier runs stored.
@@ -103,8 +104,7 @@ def configure_runner_env() -> None:
     for key, value in RUNNER_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(settings.results_dir.resolve()))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    stay_offline()
 
 
 def serve_all(limit: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-OFFLINE = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+from tasks.prefect.offline import OFFLINE
 
 # Server loop services handoff does not use; late runs, pause expirations, the scheduler and the
 # task-run recorder stay on (schedules, suspended-run forms and the UI's task list need them).

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments.serve import RUNNER_ENV, configure_runner_env, deployments
+from tasks.prefect.offline import stay_offline
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POOL = "handoff"
@@ -108,8 +109,7 @@ def worker_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a worker: the caller's, plus a 2-second poll and no telemetry."""
     env = dict(base if base is not None else os.environ)
     env.setdefault("PREFECT_WORKER_QUERY_SECONDS", WORKER_POLL_SECONDS)
-    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    env.setdefault("DO_NOT_TRACK", "1")
+    stay_offline(env)
     return env
 
 

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from tasks.prefect.offline import stay_offline
 from tests.imap_server import ImapAccount, LoopbackImap
 from tests.smtp_server import LoopbackSmtp
 
 # The machine is offline and Prefect must never phone home, in any test process.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
+stay_offline()
 
 PG_ADMIN_URL = os.environ.get("HANDOFF_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from db.validation import HandoffError, parse_instant
+from db.validation import HandoffError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -66,7 +66,8 @@ def _jsonable(value: Any) -> Any:
 def transaction() -> Iterator[tuple[Session, Playbook]]:
     """A session in one transaction with the playbook; refused actions roll everything back."""
     from db.playbook import get_playbook
-    from db.session import is_current, session_factory
+    from db.session import is_current
+    from db.session import transaction as begin
     from db.settings import get_settings
 
     playbook = get_playbook()
@@ -74,15 +75,15 @@ def transaction() -> Iterator[tuple[Session, Playbook]]:
         raise HandoffError(
             f"the database at {get_settings().database_url} is not set up; run 'handoff db upgrade'"
         )
-    with session_factory()() as session, session.begin():
+    with begin() as session:
         yield session, playbook
 
 
 def when(value: str | None, field: str = "--at") -> dt.datetime:
-    """Parse a --at style option in the playbook's timezone (default now)."""
-    from db.playbook import get_playbook
+    """Parse a --at / --as-of option: no offset = the playbook's timezone, empty = now."""
+    from tasks.calendar.clock import parse_as_of
 
-    return parse_instant(value, get_playbook().calendar.tz, field)
+    return parse_as_of(value, field)
 
 
 def nudge(onboarding_id: int) -> str:

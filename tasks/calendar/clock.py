@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 
-from db.playbook import WEEKDAYS, Calendar, Playbook, TimeUnit
+from db.playbook import WEEKDAYS, Calendar, Playbook, TimeUnit, get_playbook
+from db.validation import parse_instant
 from tasks.calendar.business_time import BusinessCalendar
 
 
@@ -78,3 +79,15 @@ def business_minutes_late(playbook: Playbook, due: dt.datetime, done: dt.datetim
 def next_send_window(playbook: Playbook, at: dt.datetime) -> dt.datetime:
     """The first instant at or after `at` when client messages may go out."""
     return calendar_for(playbook).next_open(at)
+
+
+def parse_as_of(value: str | None, field: str = "as_of") -> dt.datetime:
+    """An instant a person typed or a flow was given: ISO 8601, read in the playbook's timezone
+    when it has no offset; now when empty. `field` names it in the error."""
+    return parse_instant(value, get_playbook().calendar.tz, field)
+
+
+def kickoff_window_end(playbook: Playbook, kickoff_by: dt.date) -> dt.datetime:
+    """The end of the committed kickoff date: midnight after it, in the playbook's timezone."""
+    return dt.datetime.combine(kickoff_by + dt.timedelta(days=1), dt.time(),
+                               tzinfo=playbook.calendar.tz).astimezone(dt.UTC)

@@ -24,7 +24,7 @@ from db.models import (
 )
 from db.playbook import Playbook, TimeUnit
 from db.session import collector_paused
-from tasks.calendar.clock import business_hours_per_day, due_after
+from tasks.calendar.clock import business_hours_per_day, due_after, kickoff_window_end
 from tasks.comms import keys
 from tasks.mail.outbox import Draft, away_at, business_context
 from tasks.mail.render import calendar_invite
@@ -384,9 +384,7 @@ def _thresholds(playbook: Playbook, client: Client,
                             f"{blocker.note or 'no note'}."))
     held = "kickoff_call_held" in client.artifacts
     if rules.kickoff_beyond_committed_window and ob.kickoff_by and not held:
-        tz = playbook.calendar.tz
-        window_end = dt.datetime.combine(ob.kickoff_by + dt.timedelta(days=1), dt.time(),
-                                         tzinfo=tz).astimezone(dt.UTC)
+        window_end = kickoff_window_end(playbook, ob.kickoff_by)
         planned_late = ob.kickoff_at is not None and ob.kickoff_at >= window_end
         if as_of >= window_end or planned_late:
             trigger = min(as_of, window_end) if planned_late else window_end

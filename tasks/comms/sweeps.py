@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.lease import lease
 from db.playbook import Playbook
 from db.settings import Settings
+from tasks.calendar.clock import parse_as_of
 from tasks.comms.cadences import due_escalations, due_messages, load_snapshot
 from tasks.mail.outbox import Draft, deliver, enqueue_many
 from tasks.onboarding.records import log_event
@@ -56,7 +57,7 @@ def run_sweep(factory: sessionmaker[Session], playbook: Playbook, settings: Sett
     name = "sweep:" + "+".join(k for k, on in (("reminders", messages),
                                               ("escalations", escalations)) if on)
     with lease(factory, name):
-        with factory() as session, session.begin():
+        with factory.begin() as session:
             clients, msgs, escs = queue_due(session, playbook, as_of, messages=messages,
                                             escalations=escalations)
         delivered = deliver(factory, playbook, settings, now=as_of)
@@ -64,14 +65,6 @@ def run_sweep(factory: sessionmaker[Session], playbook: Playbook, settings: Sett
                        queued_escalations=len(escs), sent=delivered.sent,
                        retried=delivered.retried, failed=delivered.failed,
                        uncertain=delivered.uncertain)
-
-
-def as_of_or_now(as_of: str | None) -> dt.datetime:
-    """The sweep instant: an ISO string in the playbook's timezone, or now."""
-    from db.playbook import get_playbook
-    from db.validation import parse_instant
-
-    return parse_instant(as_of, get_playbook().calendar.tz, "as_of")
 
 
 def sweep_now(as_of: str | None, *, messages: bool, escalations: bool) -> dict[str, object]:
@@ -83,7 +76,7 @@ def sweep_now(as_of: str | None, *, messages: bool, escalations: bool) -> dict[s
 
     try:
         report = run_sweep(session_factory(), get_playbook(), get_settings(),
-                           as_of_or_now(as_of), messages=messages, escalations=escalations)
+                           parse_as_of(as_of), messages=messages, escalations=escalations)
     except LeaseHeld as exc:
         return {"skipped": str(exc)}
     return report.as_dict()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from db.models import DealCursor, utcnow
 from db.playbook import get_playbook
-from db.session import session_factory
+from db.session import transaction
 from db.settings import Settings, get_settings
 from db.validation import HandoffError
 from tasks.deals.crm import CrmClient
@@ -40,13 +40,13 @@ def configured_sources(settings: Settings) -> list[str]:
 
 
 def read_cursor(source: str) -> str | None:
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         row = session.get(DealCursor, source)
         return row.cursor if row else None
 
 
 def save_cursor(source: str, cursor: str) -> None:
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         row = session.get(DealCursor, source)
         if row is None:
             session.add(DealCursor(source=source, cursor=cursor, updated_at=utcnow()))

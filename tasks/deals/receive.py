@@ -7,7 +7,7 @@ from typing import Any
 
 from db.models import utcnow
 from db.playbook import Playbook, get_playbook
-from db.session import session_factory
+from db.session import session_factory, transaction
 from db.settings import get_settings
 from db.validation import HandoffError, clean_name
 from tasks.comms import keys
@@ -36,7 +36,7 @@ def take_deals(deals: list[WonDeal], *, via: str, crm: CrmClient | None = None) 
     client = crm or CrmClient(get_settings(), playbook.deals)
     try:
         for deal in deals:
-            with factory() as session, session.begin():
+            with factory.begin() as session:
                 known = linked_onboarding(session, deal.source, deal.external_id)
             if known is not None:
                 results.append(Recorded(known, created=False))
@@ -48,7 +48,7 @@ def take_deals(deals: list[WonDeal], *, via: str, crm: CrmClient | None = None) 
             except HandoffError as exc:
                 tell_owner_refused(playbook, deal, str(exc))
                 raise
-            with factory() as session, session.begin():
+            with factory.begin() as session:
                 results.append(record_won_deal(session, playbook, complete, new, via=via))
     finally:
         if owned:
@@ -62,7 +62,7 @@ def tell_owner_refused(playbook: Playbook, deal: WonDeal, problem: str) -> None:
 
     owner = str(playbook.lanes[playbook.deals.lane].owner)
     prefix = f"{deal.source} deal {deal.external_id}: "
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         enqueue(session, playbook, Draft(
             onboarding_id=None, template="deal_refused", recipients=[owner],
             key=keys.deal_refused(deal.source, deal.external_id),

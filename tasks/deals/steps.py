@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from db.playbook import get_playbook
-from db.session import session_factory
+from db.session import transaction
 from db.settings import get_settings
 from db.validation import parse_date, parse_instant
 from tasks.deals.events import WonDeal
@@ -35,7 +35,7 @@ def create_client_onboarding(form_id: str, *, client: str, segment: str, offer: 
         terms=terms, scope=scope)
     # The form's flow run id is the "deal id": a retried run finds its onboarding, not a second.
     deal = WonDeal(source="form", external_id=form_id)
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         recorded = record_won_deal(session, playbook, deal, new, via="prefect-ui")
     get_run_logger().info("onboarding %s %s for %s", recorded.onboarding_id,
                           "created" if recorded.created else "already existed", new.client_name)

@@ -57,6 +57,7 @@ from db.playbook import STAGE_ORDER, Playbook
 from tasks.calendar.business_time import BusinessCalendar
 from tasks.calendar.clock import business_minutes_late, calendar_for, due_after
 from tasks.comms import keys
+from tasks.onboarding import records
 
 SEGMENTS = (("smb", 0.55), ("mid_market", 0.35), ("enterprise", 0.10))
 OFFERS = (("Growth retainer", 0.5), ("Launch sprint", 0.3), ("Ops audit", 0.2))
@@ -457,17 +458,13 @@ class _Sim(_Rows):
         """The onboardings row as the service layer leaves it at the end of history."""
         playbook = self.g.playbook
         status = "ready" if self.ready_at else "active"
-        stage_def = playbook.stage(self.stage)
         open_blockers = [b for b in self.rows["blockers"] if b["resolved_at"] is None]
         next_action: str | None = None
         next_due: dt.datetime | None = None
         if status == "active":
-            have = {a["key"] for a in self.rows["artifacts"]}
-            pending = [i for i in playbook.required_items(self.stage) if i.key not in have]
-            next_action = (f"{pending[0].label} ({len(pending)} open in {stage_def.name})"
-                           if pending else f"Confirm exit checks for {stage_def.name}")
-            next_due = due_after(playbook, self.stage_entered, stage_def.sla.within,
-                                 stage_def.sla.unit)
+            next_action, next_due = records.next_action(
+                playbook, self.stage, {a["key"] for a in self.rows["artifacts"]},
+                self.stage_entered)
         milestone = self.first_milestone or (self.closed + dt.timedelta(days=35)).astimezone(
             playbook.calendar.tz).date()
         return {

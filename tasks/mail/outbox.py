@@ -235,7 +235,7 @@ def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settin
             limit: int = 5000) -> DeliveryReport:
     """Send every due queued message over one connection; record each result at once."""
     report = DeliveryReport()
-    with factory() as session, session.begin():
+    with factory.begin() as session:
         report.uncertain = _mark_orphans(session, playbook, now)
         report.suppressed = _suppress_demo(session, playbook, now, onboarding_id)
         claimed = _claim(session, now, onboarding_id, limit)
@@ -250,7 +250,7 @@ def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settin
                                  title=row.subject, body=row.body_text)
                       if is_alert(row.recipients) else
                       transport.send(_outgoing(row, sender, settings)))
-            with factory() as session, session.begin():
+            with factory.begin() as session:
                 _record(session, playbook, row.id, result.outcome, result.message_id,
                         result.error, now, report)
             if result.fault is not None and fault is None:
@@ -267,7 +267,7 @@ def _update_alarm(factory: sessionmaker[Session], fault: tuple[str, str] | None,
         return
     raised: TransportAlarm | None = None
     cleared = False
-    with factory() as session, session.begin():
+    with factory.begin() as session:
         if fault is not None:
             raised = raise_alarm(session, *fault, now=now)
         elif flowing:

@@ -276,20 +276,24 @@ def advance(session: Session, playbook: Playbook, onboarding_id: int, *, actor: 
     return onboarding
 
 
+def next_action(playbook: Playbook, stage_key: str, have: set[str],
+                entered: dt.datetime) -> tuple[str, dt.datetime]:
+    """An active client's one next action and its due date, from what the stage still needs."""
+    stage = playbook.stage(stage_key)
+    pending = [i for i in playbook.required_items(stage.key) if i.key not in have]
+    action = (f"{pending[0].label} ({len(pending)} open in {stage.name})" if pending
+              else f"Confirm exit checks for {stage.name}")
+    return action, due_after(playbook, entered, stage.sla.within, stage.sla.unit)
+
+
 def _refresh_next_action(session: Session, playbook: Playbook, onboarding: Onboarding) -> None:
     """Keep the seed's 'one next action, one due date' fields in step with the record."""
     if onboarding.status != "active":
         onboarding.next_action, onboarding.next_action_due = None, None
         return
-    stage = playbook.stage(onboarding.stage)
-    have = recorded_keys(session, onboarding.id)
-    pending = [i for i in playbook.required_items(stage.key) if i.key not in have]
-    if pending:
-        onboarding.next_action = f"{pending[0].label} ({len(pending)} open in {stage.name})"
-    else:
-        onboarding.next_action = f"Confirm exit checks for {stage.name}"
-    onboarding.next_action_due = due_after(playbook, onboarding.stage_entered_at,
-                                           stage.sla.within, stage.sla.unit)
+    onboarding.next_action, onboarding.next_action_due = next_action(
+        playbook, onboarding.stage, recorded_keys(session, onboarding.id),
+        onboarding.stage_entered_at)
     blockers = open_blockers(session, onboarding.id)
     onboarding.blocker_tag = blockers[0].type if blockers else None
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from db.models import DELIVERED, Communication, Event, utcnow
 from db.playbook import Gate, Playbook, get_playbook
-from db.session import session_factory
+from db.session import session_factory, transaction
 from db.settings import get_settings
 from db.validation import HandoffError, parse_instant
 from tasks.comms import keys
@@ -50,7 +50,7 @@ def check_stage_exit(onboarding_id: int, stage: str) -> StageCheck:
     """Read the record: is the client past this stage, and if in it, may it leave?"""
     playbook = get_playbook()
     order = [s.key for s in playbook.stages]
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         ob = records.get_onboarding(session, onboarding_id)
         passed = ob.status == "ready" or order.index(ob.stage) > order.index(stage)
         problems = [] if passed else records.exit_problems(session, playbook, ob)
@@ -80,7 +80,7 @@ def _describe(stage_name: str, client: str, problems: list[str], error: str | No
 def send_due_messages(onboarding_id: int) -> int:
     """Queue what is due for this client now (welcome, intake, kickoff, recap...) and send it."""
     playbook, factory, now = get_playbook(), session_factory(), utcnow()
-    with factory() as session, session.begin():
+    with factory.begin() as session:
         queue_due(session, playbook, now, escalations=False, onboarding_ids=[onboarding_id])
     return deliver(factory, playbook, get_settings(), now=now, onboarding_id=onboarding_id).sent
 
@@ -89,7 +89,7 @@ def send_due_messages(onboarding_id: int) -> int:
 def advance_stage(onboarding_id: int, stage: str) -> str:
     """Record the transition through the guardrails; returns the new stage or 'ready'."""
     playbook = get_playbook()
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         ob = records.get_onboarding(session, onboarding_id, for_update=True)
         if ob.stage != stage or ob.status != "active":
             return ob.stage if ob.status == "active" else ob.status  # a replay already moved it
@@ -132,13 +132,13 @@ def record_stage_form(onboarding_id: int, stage: str, wait: int, form: dict[str,
     by = str(form.get("recorded_by") or "va")
     error: str | None = None
     try:
-        with factory() as session, session.begin():
+        with factory.begin() as session:
             _apply_form(session, playbook, onboarding_id, stage, form, by=by, now=now)
             records.log_event(session, f"form:{stage}", actor=by, onboarding_id=onboarding_id,
                               at=now, wait=wait, given=sorted(k for k, v in form.items() if v))
     except HandoffError as exc:
         error = str(exc)
-        with factory() as session, session.begin():
+        with factory.begin() as session:
             records.log_event(session, f"form:{stage}", actor=by, onboarding_id=onboarding_id,
                               at=now, wait=wait, rejected=True)
             records.log_event(session, f"form_rejected:{stage}", actor=by,
@@ -171,7 +171,7 @@ def deliver_handoff_packet(onboarding_id: int) -> int:
     """Assemble the packet once, publish it on the run, mail the delivery team, mark delivered."""
     playbook, factory, now = get_playbook(), session_factory(), utcnow()
     key = keys.handoff_packet(onboarding_id)
-    with factory() as session, session.begin():
+    with factory.begin() as session:
         queued = session.scalars(select(Communication).where(
             Communication.idempotency_key == key)).first()
         if queued is None:
@@ -187,7 +187,7 @@ def deliver_handoff_packet(onboarding_id: int) -> int:
         create_markdown_artifact(markdown=markdown, key=f"handoff-packet-{onboarding_id}",
                                  description=f"Handoff packet revision {revision}")
     deliver(factory, playbook, get_settings(), now=now, onboarding_id=onboarding_id)
-    with factory() as session, session.begin():
+    with factory.begin() as session:
         sent = session.scalars(select(Communication.status).where(
             Communication.idempotency_key == key)).first() in DELIVERED
         if sent:
@@ -203,7 +203,7 @@ def confirm_ready(onboarding_id: int) -> str:
     from tasks.comms.cadences import Client, context
 
     playbook, factory, now = get_playbook(), session_factory(), utcnow()
-    with factory() as session, session.begin():
+    with factory.begin() as session:
         ob = records.get_onboarding(session, onboarding_id)
         if ob.status != "ready":
             raise HandoffError(f"onboarding {onboarding_id} is not ready ({ob.stage})")

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from db.models import Event, Onboarding
 from db.playbook import get_playbook
-from db.session import session_factory
+from db.session import transaction
 from tasks.onboarding import records
 from tasks.prefect.runs import WAITING, prefect_settings, remember_run
 
@@ -34,7 +34,7 @@ class ReconcileReport:
 def _active() -> list[tuple[int, str | None, bool, int]]:
     """(id, flow_run_id, exit condition met, restarts so far) for every active onboarding."""
     playbook = get_playbook()
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         rows = list(session.scalars(select(Onboarding).where(Onboarding.status == "active")))
         restarts: dict[int | None, int] = dict(session.execute(  # type: ignore[arg-type]
             select(Event.onboarding_id, func.count()).where(Event.kind == "flow_run_restarted")
@@ -87,7 +87,7 @@ def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]
 
 
 def _log_restart(onboarding_id: int, run_id: str | None, state: str | None) -> None:
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         records.log_event(session, "flow_run_restarted", actor="reconcile",
                           onboarding_id=onboarding_id, previous_run=run_id, state=state)
 

@@ -18,10 +18,11 @@ from uuid import UUID
 import httpx
 from sqlalchemy.exc import OperationalError
 
-from db.session import session_factory
+from db.session import transaction
 from db.settings import get_settings
 from tasks.onboarding import records
 from tasks.prefect.names import onboarding_run_name
+from tasks.prefect.offline import stay_offline
 
 WAITING = "Suspended"
 
@@ -35,8 +36,7 @@ def configure_prefect_client() -> str:
 
         url = get_current_settings().api.url or get_settings().prefect_api_url
         os.environ["PREFECT_API_URL"] = url
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    stay_offline()
     return url
 
 
@@ -124,7 +124,7 @@ def start_run(onboarding_id: int, attempt: int = 0) -> str:
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         ob = records.get_onboarding(session, onboarding_id)
         tags = [f"segment:{ob.segment}", f"offer:{ob.offer}", f"onboarding:{ob.id}",
                 *(["demo"] if ob.demo else [])]
@@ -152,7 +152,7 @@ def start_run(onboarding_id: int, attempt: int = 0) -> str:
 
 def remember_run(onboarding_id: int, flow_run_id: str) -> None:
     """Store the run id on the onboarding (plain column; no guardrail involved)."""
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         ob = records.get_onboarding(session, onboarding_id)
         if ob.flow_run_id != flow_run_id:
             ob.flow_run_id = flow_run_id
@@ -170,7 +170,7 @@ def nudge_run(onboarding_id: int, wait_seconds: float = 5.0, *,
     """
     if run is None:
         try:
-            with session_factory()() as session, session.begin():
+            with transaction() as session:
                 ob = records.get_onboarding(session, onboarding_id)
                 run = (ob.flow_run_id, ob.status)
         except OperationalError:

@@ -24,7 +24,12 @@ from sqlalchemy.orm import Session
 from db.models import CorrectiveAction
 from db.playbook import STAGE_ORDER, Playbook
 from db.validation import HandoffError
-from tasks.calendar.clock import calendar_for, in_business_days
+from tasks.calendar.clock import (
+    calendar_for,
+    in_business_days,
+    kickoff_window_end,
+    parse_as_of,
+)
 from tasks.comms import keys
 from tasks.mail.outbox import DeliveryReport, Draft, business_context, enqueue
 from tasks.mail.render import catalog, render_message, render_page
@@ -117,8 +122,7 @@ def risk_forecast(ctx: kpis.Context, playbook: Playbook, as_of: dt.datetime) -> 
                          "owner": r.owner_email, "risk": f"{stage.name} {state}",
                          "due": _local(playbook, due), "_at": due})
         if pd.notna(r.kickoff_by) and pd.isna(r.kickoff_at):
-            window_end = pd.Timestamp(dt.datetime.combine(
-                r.kickoff_by + dt.timedelta(days=1), dt.time(), tzinfo=playbook.calendar.tz))
+            window_end = pd.Timestamp(kickoff_window_end(playbook, r.kickoff_by))
             if window_end <= horizon and stage.key in STAGE_ORDER[:3]:
                 rows.append({"id": r.id, "client": r.client_name, "stage": stage.name,
                              "owner": r.owner_email,
@@ -716,21 +720,14 @@ def record_audits(session: Session, playbook: Playbook, as_of: dt.datetime) -> i
 # -- Prefect tasks (what flows/reports.py orchestrates) ------------------------------------
 
 
-def _now(as_of: str | None) -> dt.datetime:
-    from db.playbook import get_playbook
-    from db.validation import parse_instant
-
-    return parse_instant(as_of, get_playbook().calendar.tz, "as_of")
-
-
 @task(name="compile weekly review", cache_policy=NO_CACHE)
 def compile_weekly_review(as_of: str | None = None) -> dict[str, Any]:
     """Evaluate thresholds, record corrective actions, queue the founder's review e-mail."""
     from db.playbook import get_playbook
-    from db.session import session_factory
+    from db.session import transaction
 
-    playbook, at = get_playbook(), _now(as_of)
-    with session_factory()() as session, session.begin():
+    playbook, at = get_playbook(), parse_as_of(as_of)
+    with transaction() as session:
         review = build_weekly_review(session, playbook, at)
         queued = queue_weekly_email(session, playbook, review, at)
     return {"week": review.week, "markdown": review.markdown, "queued": queued,
@@ -770,7 +767,7 @@ def deliver_due(now: dt.datetime) -> DeliveryReport:
 @task(name="deliver founder mail", cache_policy=NO_CACHE)
 def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
     """Send what the outbox holds that is due (the report just queued, among others)."""
-    report = deliver_due(_now(as_of))
+    report = deliver_due(parse_as_of(as_of))
     return {"sent": report.sent, "retried": report.retried, "failed": report.failed}
 
 
@@ -778,11 +775,11 @@ def deliver_outbox(as_of: str | None = None) -> dict[str, int]:
 def compile_monthly_memo(month: str | None = None, as_of: str | None = None) -> dict[str, Any]:
     """Build the memo for the month (default: last month) and queue it once (memo:YYYY-MM)."""
     from db.playbook import get_playbook
-    from db.session import session_factory
+    from db.session import transaction
 
-    playbook, at = get_playbook(), _now(as_of)
+    playbook, at = get_playbook(), parse_as_of(as_of)
     month = parse_month(month) if month else previous_month(at, playbook)
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         memo = build_memo(session, playbook, month)
         queued = queue_memo_email(session, playbook, memo, at)
     rendered = render_message("monthly_memo", memo_context(memo, inline=False))
@@ -807,11 +804,11 @@ def compile_quarterly_reset(quarter: str | None = None,
                             as_of: str | None = None) -> dict[str, Any]:
     """Build the quarterly reset checklist and queue it once per quarter."""
     from db.playbook import get_playbook
-    from db.session import session_factory
+    from db.session import transaction
 
-    playbook, at = get_playbook(), _now(as_of)
+    playbook, at = get_playbook(), parse_as_of(as_of)
     quarter = quarter or quarter_of(at, playbook)
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         context = build_quarterly_reset(session, playbook, quarter)
         queued = queue_quarterly_email(session, playbook, context, at)
     markdown = "\n".join([f"# Quarterly reset — {quarter}"] + [
@@ -824,8 +821,8 @@ def compile_quarterly_reset(quarter: str | None = None,
 def run_post_onboarding_audit(as_of: str | None = None) -> int:
     """Audit every client 30 days past handoff that has no audit yet."""
     from db.playbook import get_playbook
-    from db.session import session_factory
+    from db.session import transaction
 
-    playbook, at = get_playbook(), _now(as_of)
-    with session_factory()() as session, session.begin():
+    playbook, at = get_playbook(), parse_as_of(as_of)
+    with transaction() as session:
         return record_audits(session, playbook, at)

@@ -18,13 +18,13 @@ import argparse
 import datetime as dt
 import importlib
 import json
-import os
 import pkgutil
 import sys
 import time
 from typing import Any
 
 import tests.bench
+from tasks.prefect.offline import stay_offline
 from tests.bench.common import OUT, Part, load, log, machine
 
 
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; expected some of "
                      + ", ".join(p.name for p in available))
     chosen = [p for p in available if p.name in only]
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    stay_offline()
     OUT.mkdir(parents=True, exist_ok=True)
     begun = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(),

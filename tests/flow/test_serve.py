@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from deployments.server import port_in_use
+from tasks.prefect.offline import OFFLINE
 from tests.flow.conftest import ROOT, free_port
 
 
@@ -44,8 +45,7 @@ class Serve:
     def __init__(self, home: Path, port: int) -> None:
         self.log = home / f"serve-{time.monotonic_ns()}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "HANDOFF"))}
-        env.update(HANDOFF_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                   DO_NOT_TRACK="1")
+        env.update(HANDOFF_HOME=str(home), **OFFLINE)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "deployments.serve", "--port", str(port), "--limit", "2"],
             cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,

@@ -146,10 +146,10 @@ def check_inbox(as_of: str | None = None, *, dry_run: bool = False) -> InboxRepo
     from db.playbook import get_playbook
     from db.session import session_factory
     from db.settings import get_settings
-    from tasks.comms.sweeps import as_of_or_now
+    from tasks.calendar.clock import parse_as_of
 
     try:
         return run_inbox_sweep(session_factory(), get_playbook(), get_settings(),
-                               as_of_or_now(as_of), dry_run=dry_run)
+                               parse_as_of(as_of), dry_run=dry_run)
     except LeaseHeld as exc:
         return InboxReport(skipped=str(exc))
