@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from db.models import PortalUpload, utcnow
 from db.playbook import Playbook, get_playbook
-from db.session import session_factory
+from db.session import session_factory, transaction
 from db.validation import HandoffError
 from deployments.web.pages import not_found_page, render, too_many
 from deployments.web.security import CSRF_PARAM, issue_csrf
@@ -79,7 +79,7 @@ async def _client_id(request: Request) -> int | Response:
 
 
 def _resolve(token: str) -> int | None:
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         ob = links.resolve(session, get_playbook(), token)
         return ob.id if ob else None
 
@@ -113,7 +113,7 @@ async def status_page(request: Request) -> Response:
 
 def _status_context(onboarding_id: int) -> dict[str, Any]:
     playbook = get_playbook()
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         from tasks.onboarding.records import get_onboarding
 
         ob = get_onboarding(session, onboarding_id)
@@ -138,7 +138,7 @@ def _intake_context(onboarding_id: int, posted: dict[str, intake.Answer] | None,
                     errors: dict[str, str]) -> dict[str, Any]:
     playbook = get_playbook()
     questionnaire = intake.questionnaire_of(playbook)
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         from tasks.onboarding.records import get_onboarding
 
         ob = get_onboarding(session, onboarding_id)
@@ -262,7 +262,7 @@ def _save(onboarding_id: int, posted: dict[str, intake.Answer],
     now = utcnow()
     result = intake.SaveResult()
     try:
-        with session_factory()() as session, session.begin():
+        with transaction() as session:
             result = intake.save(session, playbook, onboarding_id, posted, incoming,
                                  upload_dir=settings.uploads_dir, submit=submit, now=now)
             if result.errors:
@@ -329,7 +329,7 @@ async def download(request: Request) -> Response:
 
 
 def _upload_row(onboarding_id: int, upload_id: int) -> PortalUpload | None:
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         row = session.get(PortalUpload, upload_id)
         return row if row is not None and row.onboarding_id == onboarding_id else None
 
@@ -345,7 +345,7 @@ async def seen(request: Request) -> Response:
 
 
 def _mark_seen(onboarding_id: int) -> None:
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         from tasks.onboarding.records import get_onboarding
 
         links.mark_opened(session, get_onboarding(session, onboarding_id), utcnow())

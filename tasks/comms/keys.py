@@ -76,6 +76,16 @@ def delivery_failure(failed_key: str) -> str:
     return f"delivery-failure:{failed_key}"
 
 
+def portal_intake_submitted(onboarding_id: int) -> str:
+    """The owner's notice that the client submitted the intake questionnaire."""
+    return f"portal_intake_submitted:{onboarding_id}"
+
+
+def portal_upload(onboarding_id: int, first_upload_id: int) -> str:
+    """The owner's notice of files uploaded after the questionnaire was submitted."""
+    return f"portal_upload:{onboarding_id}:{first_upload_id}"
+
+
 def deal_refused(source: str, external_id: str) -> str:
     """The deal lane owner's notice that a won deal could not become an onboarding."""
     return f"deal-refused:{source}:{external_id}"

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from db.models import PortalUpload
 from db.playbook import Playbook
+from tasks.comms import keys
 from tasks.mail.outbox import Draft, business_context, enqueue, owners_away
 from tasks.onboarding import records
 from tasks.portal import intake
@@ -31,9 +32,10 @@ def queue_owner_notice(session: Session, playbook: Playbook, onboarding_id: int,
                        result: intake.SaveResult, now: dt.datetime) -> str | None:
     """Queue the owner's notice for what this save did; returns its key, or None."""
     if result.submitted:
-        template, key = "portal_intake_submitted", f"portal_intake_submitted:{onboarding_id}"
+        template, key = "portal_intake_submitted", keys.portal_intake_submitted(onboarding_id)
     elif result.uploaded and result.already_submitted:
-        template, key = "portal_upload", f"portal_upload:{onboarding_id}:{min(result.uploaded)}"
+        template, key = "portal_upload", keys.portal_upload(onboarding_id,
+                                                           min(result.uploaded))
     else:
         return None
     pending = list(session.scalars(select(PortalUpload).where(

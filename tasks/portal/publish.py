@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from db.models import utcnow
 from db.playbook import Playbook, get_playbook
-from db.session import session_factory
+from db.session import transaction
 from tasks.comms.cadences import local_time
 from tasks.mail.render import render_page
 from tasks.onboarding import records
@@ -36,7 +36,7 @@ def publish_answers(onboarding_id: int) -> str | None:
     from tasks.prefect.runs import prefect_settings, server_reachable
 
     playbook = get_playbook()
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         ob = records.get_onboarding(session, onboarding_id)
         run_id = ob.flow_run_id
         markdown = answers_markdown(session, playbook, onboarding_id)
