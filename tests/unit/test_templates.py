@@ -38,7 +38,7 @@ CONTACT = "pat@acme.example"
 OWNER = "va@northwind.example"
 # An HTML tag; a plain-text mailbox such as "Va <va@northwind.example>" is not one.
 TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(\s[^>]*)?/?>")
-# The onboarding messages of issue 4 (the catalog also holds the founder's reports).
+# The onboarding messages (the catalog also holds the founder's reports).
 MESSAGES = {"welcome", "intake_request", "missing_info_reminder", "kickoff_confirmation",
             "kickoff_recap", "setup_progress_update", "ready_to_deliver", "handoff_packet",
             "threshold_escalation", "delivery_failure", "blocker_missing_access",
