@@ -78,6 +78,10 @@ def clean_answer(item: QuestionField, raw: Answer) -> Answer | None:
     if not values:
         return None
     value = values[0]
+    if item.kind == "long_text":
+        # Browsers send a textarea's line breaks as CRLF (the HTML form encoding): one line
+        # break, not a control character.
+        value = value.replace("\r\n", "\n")
     if item.kind in ("text", "long_text"):
         return clean_text(value, name, max_len=item.limit, multiline=item.kind == "long_text")
     if item.kind == "email":

@@ -79,6 +79,16 @@ def test_save_resume_and_submit_records_the_artifacts_once(web: Web, sqlite_url:
     assert changed.status_code == 400 and "can no longer change" in changed.text
 
 
+def test_a_textareas_crlf_line_breaks_are_kept_as_line_breaks(web: Web, sqlite_url: str) -> None:
+    """Browsers encode a textarea's newlines as CRLF; a lone CR is still refused."""
+    _id, link = new_client(sqlite_url, get_playbook())
+    assert post_intake(web.client, link, {"billing_address": "1 Main St\r\nSpringfield"}
+                       ).status_code == 303
+    with _session(sqlite_url) as session, session.begin():
+        assert session.scalars(select(IntakeAnswer.value)).one() == "1 Main St\nSpringfield"
+    assert post_intake(web.client, link, {"billing_address": "a\rb"}).status_code == 400
+
+
 def test_one_bad_answer_refuses_the_whole_post(web: Web, sqlite_url: str) -> None:
     onboarding_id, link = new_client(sqlite_url, get_playbook())
     response = post_intake(web.client, link, {"goals": "fine", "ap_contact_email": "not-an-email",
