@@ -37,6 +37,7 @@ GROUPS = {
     "deals": ("deals", "Won deals from CRMs and webhooks; poll the CRMs now."),
     "portal": ("portal", "The client portal: each client's link."),
     "intake": ("intake", "The intake questionnaire a client fills in through the portal."),
+    "inbox": ("inbox", "The onboarding mailbox: client replies, auto-replies, bounces."),
 }
 
 app = typer.Typer(help="handoff: client onboarding from 'deal closed' to 'ready to deliver'.",
