@@ -494,3 +494,17 @@ class PortalUpload(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     uploaded_at: Mapped[dt.datetime]
     notified: Mapped[bool] = mapped_column(Boolean, default=False)  # owner told about it
+
+
+class RunStart(Base):
+    """A client run waiting to be started; paced starts remove it once its run exists.
+
+    A burst of starts (reconcile after an outage, an import, a webhook storm) waits here instead
+    of in Prefect, so the server only ever holds as many starting runs as the runner can take.
+    """
+
+    __tablename__ = "run_starts"
+
+    onboarding_id: Mapped[int] = mapped_column(ForeignKey("onboardings.id"), primary_key=True)
+    requested_at: Mapped[dt.datetime] = mapped_column(index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # restarts: part of the run's key

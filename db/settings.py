@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     prefect_api_url: str = "http://127.0.0.1:4200/api"
     prefect_timeout: float = 5.0  # connect and read, per Prefect API call from the CLI
     onboarding_deployment: str = "client-onboarding/client-onboarding"
+    # Client runs starting at once (Scheduled, Pending or Running; Suspended ones hold none);
+    # the rest wait in run_starts. Keep it below the runner's --limit.
+    run_starts_in_flight: int = 4
 
     smtp_host: str | None = None
     smtp_port: int = 587

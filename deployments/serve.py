@@ -40,7 +40,7 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
     from flows.inbox import inbox_sweep
     from flows.onboarding import client_onboarding
     from flows.reports import monthly_memo, post_onboarding_audit, quarterly_reset, weekly_review
-    from flows.sweeps import escalation_sweep, reconcile, reminder_sweep
+    from flows.sweeps import escalation_sweep, reconcile, reminder_sweep, start_queued_runs
 
     tz = get_playbook().calendar.timezone
     tags = ["handoff", *(limit_tags or [])]
@@ -65,6 +65,10 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
             concurrency_limit=1,
             description="Client replies, auto-replies and bounces from the onboarding mailbox, "
                         "every 5 minutes in business and off hours."),
+        start_queued_runs.to_deployment(
+            name="start-queued-runs", tags=tags, concurrency_limit=1,
+            description="Starts queued client runs as earlier ones reach Suspended; started "
+                        "by whoever queues them (onboard, import, webhooks, reconcile)."),
         weekly_review.to_deployment(
             name="weekly-review", tags=tags, schedule=Cron("0 8 * * 1", timezone=tz),
             concurrency_limit=1,

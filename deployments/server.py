@@ -19,6 +19,19 @@ from tasks.prefect.offline import OFFLINE
 # task-run recorder stay on (schedules, suspended-run forms and the UI's task list need them).
 UNUSED_SERVICES = ("FOREMAN", "CANCELLATION_CLEANUP", "REPOSSESSOR")
 
+# The embedded server writes to one SQLite file under one lock. Out of the box the task-run
+# recorder commits each task-run event in its own transaction (batch size 1) and the event
+# persister reads events one at a time; in a burst those commits queue on the lock behind the
+# runner's state changes. Batched, the same rows cost a few transactions per flush (on
+# PostgreSQL too, where it only saves round trips).
+SERVICE_BATCHING = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "50",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "2",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "50",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
+}
+
 
 def server_env(prefect_home: Path, *, port: int, host: str = "127.0.0.1",
                services_off: tuple[str, ...] = UNUSED_SERVICES) -> dict[str, str]:
@@ -31,7 +44,7 @@ def server_env(prefect_home: Path, *, port: int, host: str = "127.0.0.1",
            "PREFECT_UI_URL": f"http://{host}:{port}"}
     for name in services_off:
         env[f"PREFECT_SERVER_SERVICES_{name}_ENABLED"] = "false"
-    return env
+    return {**SERVICE_BATCHING, **env}  # a setting already in the environment wins
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -6,6 +6,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.comms.sweeps import sweep_now
+from tasks.prefect.pacing import drain
 from tasks.prefect.reconcile import reconcile_runs
 
 
@@ -28,6 +29,12 @@ def reconcile_onboarding_runs() -> dict[str, list[int]]:
     return {"started": report.started, "resumed": report.resumed, "restarted": report.restarted}
 
 
+@task(name="start queued runs", cache_policy=NO_CACHE)
+def start_queued_client_runs() -> int:
+    """Start queued client runs as earlier ones reach Suspended, until none wait."""
+    return drain()
+
+
 @flow(name="reminder-sweep")
 def reminder_sweep(as_of: str | None = None) -> dict[str, object]:
     """Send the reminder cadences due now (or at as_of)."""
@@ -44,3 +51,9 @@ def escalation_sweep(as_of: str | None = None) -> dict[str, object]:
 def reconcile() -> dict[str, list[int]]:
     """Keep every active onboarding's run alive and awake when its record says so."""
     return reconcile_onboarding_runs()
+
+
+@flow(name="start-queued-runs")
+def start_queued_runs() -> int:
+    """Start the clients queued by a burst a few at a time, so the server never floods."""
+    return start_queued_client_runs()

@@ -45,9 +45,13 @@ class StageCheck(BaseModel):
     description: str
 
 
-@task(name="check stage exit", task_run_name="check {stage}", cache_policy=NO_CACHE)
 def check_stage_exit(onboarding_id: int, stage: str) -> StageCheck:
-    """Read the record: is the client past this stage, and if in it, may it leave?"""
+    """Read the record: is the client past this stage, and if in it, may it leave?
+
+    A plain read, not a task: a resumed run replays the flow from the top and checks every
+    earlier stage again, and as tasks those checks were a task run each (created, Running,
+    Completed: rows and events the server writes) for nothing a person reads.
+    """
     playbook = get_playbook()
     order = [s.key for s in playbook.stages]
     with transaction() as session:

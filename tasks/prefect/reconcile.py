@@ -67,16 +67,20 @@ def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]
     from prefect.exceptions import NotPausedError
     from prefect.flow_runs import resume_flow_run
 
-    from tasks.prefect.runs import start_run
+    from tasks.prefect.pacing import kick_pacer, queued_ids, request_start, start_queued
 
+    starts: list[tuple[int, int]] = []
+    waiting = queued_ids()
     for onboarding_id, run_id, met, restarts in active:
         state = states.get(run_id) if run_id else None
+        if onboarding_id in waiting:
+            continue  # its start is queued already; the pacer starts it
         if state is None:
-            start_run(onboarding_id, attempt=restarts)
+            starts.append((onboarding_id, restarts))
             report.started.append(onboarding_id)
         elif state.type.value in DEAD or state.is_completed():
             _log_restart(onboarding_id, run_id, state.name)
-            start_run(onboarding_id, attempt=restarts + 1)
+            starts.append((onboarding_id, restarts + 1))
             report.restarted.append(onboarding_id)
         elif state.is_paused() and state.name == WAITING and met:
             try:
@@ -84,6 +88,13 @@ def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]
                 report.resumed.append(onboarding_id)
             except NotPausedError:
                 pass  # it woke up between the read and the resume: nothing to do
+    # A run to start is queued, then started as capacity allows: after an outage every client
+    # may need one at once, and that burst is what the pacer absorbs.
+    with session_factory()() as session, session.begin():
+        for onboarding_id, attempt in starts:
+            request_start(session, onboarding_id, attempt=attempt)
+    if starts and start_queued().waiting:
+        kick_pacer()
 
 
 def _log_restart(onboarding_id: int, run_id: str | None, state: str | None) -> None:

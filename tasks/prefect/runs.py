@@ -118,9 +118,17 @@ def ui_url(flow_run_id: UUID | str) -> str:
 
 
 def start_run(onboarding_id: int, attempt: int = 0) -> str:
-    """Start the client's onboarding run from its deployment; idempotent per onboarding+attempt."""
-    if not server_reachable():
-        return unreachable_note()
+    """Start the client's onboarding run, paced: at once when capacity allows, else queued."""
+    from tasks.prefect.pacing import start_paced
+
+    return start_paced(onboarding_id, attempt)
+
+
+def create_run(onboarding_id: int, attempt: int = 0) -> str:
+    """Create the client's run from its deployment now; idempotent per onboarding+attempt.
+
+    Only the pacer calls this (tasks/prefect/pacing.py); everything else calls start_run.
+    """
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
@@ -219,3 +227,24 @@ def resume_if_suspended(flow_run_id: UUID, wait_seconds: float = 0.0) -> str:
                 return f"the run is {state.name if state else 'pending'}; it re-checks the " \
                        "record before it waits again"
             time.sleep(0.5)
+
+
+def cancel_runs(flow_run_ids: list[str], reason: str) -> str:
+    """Cancel these runs (their clients are gone); best effort, and say what happened."""
+    if not flow_run_ids:
+        return "no runs to cancel"
+    if not server_reachable():
+        return f"{unreachable_note()}; cancel their {len(flow_run_ids)} runs in the UI"
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Cancelled
+
+    cancelled = 0
+    with prefect_settings(), get_client(sync_client=True) as client:
+        for run_id in flow_run_ids:
+            try:
+                client.set_flow_run_state(UUID(run_id), Cancelled(message=reason), force=True)
+                cancelled += 1
+            except ObjectNotFound:
+                pass  # already deleted in the UI
+    return f"{cancelled} runs cancelled"

@@ -87,6 +87,7 @@ MIGRATIONS: list[Migration] = [
     # Old onboardings need no portal row: no row means link version 1, issued at the close.
     Migration("portal_tables", new_tables={"portal_links": empty, "intake_answers": empty,
                                            "intake_submissions": empty, "portal_uploads": empty}),
+    Migration("paced_starts", new_tables={"run_starts": empty}),
 ]
 
 
@@ -308,3 +309,43 @@ def test_upgrade_keeps_every_row_and_its_meaning(old_database: str, before: Fixt
     assert listing.returncode == 0, listing.stderr
     assert {(r["id"], r["stage"], r["status"]) for r in json.loads(listing.stdout)} == {
         (row["id"], row["stage"], row["status"]) for row in before.rows["onboardings"].values()}
+
+
+def _sqlite_copy(fixture_file: Path, tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "var" / "handoff.db"
+    path.parent.mkdir()
+    shutil.copyfile(fixture_file, path)
+    return path, f"sqlite:///{path}"
+
+
+def test_a_sqlite_upgrade_is_backed_up_first_and_says_where(
+        fixture_file: Path, tmp_path: Path, before: Fixture) -> None:
+    path, url = _sqlite_copy(fixture_file, tmp_path)
+    done = handoff(url, path.parent, "db", "upgrade")
+    assert done.returncode == 0, done.stderr
+    backups = list((path.parent / "backups").iterdir())
+    assert len(backups) == 1 and str(backups[0]) in done.stdout, done.stdout
+    with sqlite3.connect(backups[0]) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT count(*) FROM onboardings").fetchone()[0] == len(
+            before.rows["onboardings"])
+    again = handoff(url, path.parent, "db", "upgrade")
+    assert again.returncode == 0 and "up to date" in again.stdout
+    assert len(list((path.parent / "backups").iterdir())) == 1  # nothing to change, no copy
+
+
+def test_a_database_newer_than_this_code_is_refused_unless_forced(
+        fixture_file: Path, tmp_path: Path) -> None:
+    path, url = _sqlite_copy(fixture_file, tmp_path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'from_a_later_release'")
+    refused = handoff(url, path.parent, "db", "upgrade")
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "from_a_later_release" in refused.stderr
+    assert chain()[-1] in refused.stderr and "--force" in refused.stderr
+    assert not (path.parent / "backups").exists()
+    forced = handoff(url, path.parent, "db", "upgrade", "--force")
+    assert forced.returncode == 0, forced.stderr
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("from_a_later_release",)]

@@ -86,7 +86,9 @@ def cluster(pg_databases: tuple[str, str], tmp_path: Path,
     with LoopbackSmtp() as smtp:
         home = tmp_path / "handoff"
         home.mkdir()
+        # Scale-out starts as many client runs at once as the pool takes (paced starts).
         env = handoff_env(home, smtp_port=smtp.port, api_url=api, HANDOFF_DATABASE_URL=app_db,
+                          HANDOFF_RUN_STARTS_IN_FLIGHT=str(CLIENTS),
                           PREFECT_HOME=str(tmp_path / "prefect"),
                           PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "prefect-results"))
         for key, value in env.items():

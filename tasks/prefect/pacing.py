@@ -1,0 +1,148 @@
+"""Paced client-run starts: a burst becomes a queue in the database, started a few at a time.
+
+Every run the Prefect server holds Scheduled, Pending or Running is work waiting on the runner,
+and on the embedded SQLite server each start, state change, task run, log batch and event is a
+write under one database lock. Starting every client at once (a reconcile after an outage, an
+import, a webhook storm) queued the work inside Prefect: runs turned Late while the runner was
+full, and the server's writers queued on the lock until they failed ("database is locked") and
+the UI's flow-run list waited behind them. Here a start is a row in `run_starts`; runs are
+created only while fewer than `run_starts_in_flight` client runs are in flight, and the
+start-queued-runs flow keeps starting the rest as earlier runs reach Suspended.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from db.models import RunStart, utcnow
+from db.session import session_factory
+from db.settings import get_settings
+
+PACER = "start-queued-runs/start-queued-runs"
+PACE_SECONDS = 2.0  # how often the pacer looks for freed capacity (the runner polls as often)
+
+
+@dataclass
+class StartReport:
+    """What one pass started, and how many clients still wait."""
+
+    started: dict[int, str] = field(default_factory=dict)  # onboarding id -> its run's page
+    waiting: int = 0
+
+
+def request_start(session: Session, onboarding_id: int, *, attempt: int = 0) -> None:
+    """Queue a start for the client's run; asking twice queues it once (the newer attempt)."""
+    row = session.get(RunStart, onboarding_id)
+    if row is None:
+        session.add(RunStart(onboarding_id=onboarding_id, requested_at=utcnow(),
+                             attempt=attempt))
+    elif attempt > row.attempt:
+        row.attempt = attempt
+
+
+def queued_ids() -> set[int]:
+    """Clients whose start is queued."""
+    with session_factory()() as session, session.begin():
+        return set(session.scalars(select(RunStart.onboarding_id)))
+
+
+def _in_flight_filter(flow_name: str) -> dict[str, Any]:
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    return {"flow_filter": FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            "flow_run_filter": FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING,
+                                                  StateType.RUNNING])))}
+
+
+def runs_in_flight(client: Any) -> int:
+    """Client runs the runner has to take or is running (a Suspended run holds nothing)."""
+    flow_name = get_settings().onboarding_deployment.split("/")[0]
+    return int(client.count_flow_runs(**_in_flight_filter(flow_name)))
+
+
+def _waiting(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(RunStart)) or 0)
+
+
+def start_queued() -> StartReport:
+    """Start the longest-waiting clients while fewer than the limit are in flight."""
+    from prefect import get_client
+
+    from tasks.prefect.runs import create_run, prefect_settings
+
+    factory = session_factory()
+    with prefect_settings(), get_client(sync_client=True) as client:
+        free = get_settings().run_starts_in_flight - runs_in_flight(client)
+    report = StartReport()
+    with factory() as session, session.begin():
+        due = list(session.execute(select(RunStart.onboarding_id, RunStart.attempt)
+                                   .order_by(RunStart.requested_at, RunStart.onboarding_id)
+                                   .limit(max(free, 0))).tuples())
+    for onboarding_id, attempt in due:
+        report.started[onboarding_id] = create_run(onboarding_id, attempt)
+        with factory() as session, session.begin():
+            session.execute(delete(RunStart).where(RunStart.onboarding_id == onboarding_id,
+                                                   RunStart.attempt == attempt))
+    with factory() as session, session.begin():
+        report.waiting = _waiting(session)
+    return report
+
+
+def kick_pacer() -> str:
+    """Make sure a start-queued-runs run is draining the queue; say how it stands."""
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    from tasks.prefect.runs import prefect_settings
+
+    with prefect_settings(), get_client(sync_client=True) as client:
+        if client.count_flow_runs(**_in_flight_filter(PACER.split("/")[0])):
+            return "already draining"
+        try:
+            run_deployment(PACER, timeout=0, as_subflow=False)
+        except ObjectNotFound:
+            return f"deployment {PACER} not served; the reconcile flow starts them"
+    return "draining"
+
+
+def start_paced(onboarding_id: int, attempt: int = 0) -> str:
+    """Queue the client's start and start what capacity allows; say what became of this one."""
+    from tasks.prefect.runs import server_reachable, unreachable_note
+
+    with session_factory()() as session, session.begin():
+        request_start(session, onboarding_id, attempt=attempt)
+    if not server_reachable():
+        return unreachable_note()
+    report = start_queued()
+    if report.waiting:
+        kick_pacer()
+    if onboarding_id in report.started:
+        return report.started[onboarding_id]
+    return (f"queued to start ({report.waiting} clients waiting): runs start as earlier ones "
+            "reach Suspended")
+
+
+def drain(max_seconds: float = 3600.0) -> int:
+    """Keep starting queued clients as capacity frees, until none wait; returns how many."""
+    deadline = time.monotonic() + max_seconds
+    started = 0
+    while True:
+        report = start_queued()
+        started += len(report.started)
+        if not report.waiting or time.monotonic() > deadline:
+            return started
+        time.sleep(PACE_SECONDS)
