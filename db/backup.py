@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -33,8 +34,11 @@ def backup(url: str, target: Path, *, force: bool = False) -> int:
         raise HandoffError(f"{target} already exists; pass --force to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    with sqlite3.connect(source) as src, sqlite3.connect(partial) as dst:
+    # closing(): sqlite3's own context manager commits but never closes, and the copy takes the
+    # source's WAL mode, so an open copy could be renamed with pages still in its -wal file.
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(partial)) as dst:
         src.backup(dst)  # consistent snapshot even while the runner writes
+        dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
         pages = int(dst.execute("PRAGMA page_count").fetchone()[0])
     partial.replace(target)
     return pages

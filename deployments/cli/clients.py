@@ -67,7 +67,8 @@ def status(
             rows = portfolio(session, playbook)
             human = "\n".join(
                 f"{r['id']:>5}  {r['client'][:28]:<28} {r['stage']:<20} {r['status']:<7} "
-                f"next: {r['next_action_due'] or '-'}  {r['blocker'] or ''}" for r in rows
+                f"next: {r['next_action_due'] or '-'}  {r['blocker'] or ''}"
+                + ("  [demo]" if r["demo"] else "") for r in rows
             ) or "no onboardings yet: start one with 'handoff onboard --help'"
             emit(as_json, rows, human)
             return

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from db.session import upgrade
 from db.settings import get_settings
 from deployments.cli.common import JsonOpt, emit, guarded
 
@@ -16,11 +15,18 @@ app = typer.Typer()
 
 @app.command("upgrade")
 @guarded
-def db_upgrade(as_json: JsonOpt = False) -> None:
-    """Create or migrate the database schema to the latest revision."""
-    upgrade()
-    url = get_settings().database_url
-    emit(as_json, {"database": url, "revision": "head"}, f"database is up to date: {url}")
+def db_upgrade(
+    force: Annotated[bool, typer.Option(
+        "--force", help="Go on when the database is newer than this version of handoff "
+                        "(its schema is left as it is).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or migrate the schema to this version; a SQLite file is backed up first."""
+    from db.upgrades import upgrade_database
+
+    result = upgrade_database(get_settings().database_url, force=force)
+    emit(as_json, {"database": result.database, "from": result.before, "revision": result.after,
+                   "backup": str(result.backup) if result.backup else None}, result.note)
 
 
 @app.command("backup")

@@ -21,14 +21,20 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same history).")] = 7,
     force: Annotated[bool, typer.Option("--force", help="Load even if the database "
                                         "already has onboardings.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the demo clients and "
+                                        "everything recorded about them instead.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load a realistic seeded history so the memo and reviews have something to show."""
+    """Load a realistic seeded history (flagged demo: never mailed) so the memo and reviews
+    have something to show; --clear removes it."""
+    if clear:
+        _clear(as_json)
+        return
     from sqlalchemy import func, select
 
     from db.models import Onboarding
     from db.settings import get_settings
-    from tasks.history.generator import generate_history
+    from tasks.history.demo import load_demo
     from tasks.reporting.reports import build_memo, previous_month, record_audits, write_memo_files
 
     if n < 1 or months < 1:
@@ -39,8 +45,7 @@ def demo(
         if existing and not force:
             raise HandoffError(f"the database already has {existing} onboardings; "
                                "'handoff demo --force' adds the demo history anyway")
-        report = generate_history(session, playbook, n=n, months=months, end=now,
-                                  seed=seed)
+        report = load_demo(session, playbook, n=n, months=months, end=now, seed=seed)
         audits = record_audits(session, playbook, now)
     with transaction() as (session, playbook):
         month = previous_month(now, playbook)
@@ -52,3 +57,15 @@ def demo(
          f"loaded {report.onboardings} onboardings ({report.active} still active) over "
          f"{months} months, {audits} 30-day audits\nmemo for {month}: {path}\n"
          f"next: 'handoff report weekly', 'handoff kpi', 'handoff memo --send'")
+
+
+def _clear(as_json: bool) -> None:
+    from tasks.history.demo import clear_demo
+    from tasks.prefect.runs import cancel_runs
+
+    with transaction() as (session, _playbook):
+        cleared = clear_demo(session)
+    runs = cancel_runs(cleared.run_ids, "demo client removed (handoff demo --clear)")
+    emit(as_json, {"onboardings": cleared.onboardings, "rows": cleared.rows, "runs": runs},
+         f"removed {cleared.onboardings} demo onboardings and {sum(cleared.rows.values())} "
+         f"rows recorded about them; {runs}")

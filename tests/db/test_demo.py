@@ -5,6 +5,10 @@ PostgreSQL, with a real SMTP server listening."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -89,3 +93,21 @@ def test_a_real_clients_events_still_refuse_delete(
     _demo, real = demo_and_real
     with pytest.raises(DBAPIError, match="append-only"), session.begin():
         session.execute(text("DELETE FROM events WHERE onboarding_id = :id"), {"id": real})
+
+
+def test_the_cli_flags_the_demo_in_status_and_clears_it(sqlite_url: str) -> None:
+    def handoff(*args: str) -> str:
+        done = subprocess.run([str(Path(sys.executable).with_name("handoff")), *args],
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    handoff("demo", "--onboardings", "6", "--months", "1")
+    rows = json.loads(handoff("status", "--json"))
+    assert len(rows) == 6 and all(r["demo"] for r in rows)
+    assert handoff("status").count("[demo]") == 6
+    card = handoff("status", str(rows[0]["id"]))
+    assert "DEMO client" in card
+    cleared = handoff("demo", "--clear")
+    assert "removed 6 demo onboardings" in cleared and "no runs to cancel" in cleared
+    assert "no onboardings yet" in handoff("status")
