@@ -121,15 +121,23 @@ def kick_pacer() -> str:
 
 def start_paced(onboarding_id: int, attempt: int = 0) -> str:
     """Queue the client's start and start what capacity allows; say what became of this one."""
-    from tasks.prefect.runs import server_reachable, unreachable_note
+    from tasks.prefect.runs import (
+        no_answer_note,
+        prefect_failures,
+        server_reachable,
+        unreachable_note,
+    )
 
     with session_factory()() as session, session.begin():
         request_start(session, onboarding_id, attempt=attempt)
     if not server_reachable():
         return unreachable_note()
-    report = start_queued()
-    if report.waiting:
-        kick_pacer()
+    try:
+        report = start_queued()
+        if report.waiting:
+            kick_pacer()
+    except prefect_failures() as exc:  # queued: the pacer or the next reconcile starts it
+        return no_answer_note(exc)
     if onboarding_id in report.started:
         return report.started[onboarding_id]
     return (f"queued to start ({report.waiting} clients waiting): runs start as earlier ones "
@@ -138,10 +146,15 @@ def start_paced(onboarding_id: int, attempt: int = 0) -> str:
 
 def drain(max_seconds: float = 3600.0) -> int:
     """Keep starting queued clients as capacity frees, until none wait; returns how many."""
+    from tasks.prefect.runs import prefect_failures
+
     deadline = time.monotonic() + max_seconds
     started = 0
     while True:
-        report = start_queued()
+        try:
+            report = start_queued()
+        except prefect_failures():  # a busy server dropped one call: the queue is still there
+            report = StartReport(waiting=1)
         started += len(report.started)
         if not report.waiting or time.monotonic() > deadline:
             return started
