@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from db.models import RunStart, utcnow
-from db.session import session_factory
+from db.session import transaction
 from db.settings import get_settings
 
 PACER = "start-queued-runs/start-queued-runs"
@@ -47,7 +47,7 @@ def request_start(session: Session, onboarding_id: int, *, attempt: int = 0) -> 
 
 def queued_ids() -> set[int]:
     """Clients whose start is queued."""
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         return set(session.scalars(select(RunStart.onboarding_id)))
 
 
@@ -83,20 +83,19 @@ def start_queued() -> StartReport:
 
     from tasks.prefect.runs import create_run, prefect_settings
 
-    factory = session_factory()
     with prefect_settings(), get_client(sync_client=True) as client:
         free = get_settings().run_starts_in_flight - runs_in_flight(client)
     report = StartReport()
-    with factory() as session, session.begin():
+    with transaction() as session:
         due = list(session.execute(select(RunStart.onboarding_id, RunStart.attempt)
                                    .order_by(RunStart.requested_at, RunStart.onboarding_id)
                                    .limit(max(free, 0))).tuples())
     for onboarding_id, attempt in due:
         report.started[onboarding_id] = create_run(onboarding_id, attempt)
-        with factory() as session, session.begin():
+        with transaction() as session:
             session.execute(delete(RunStart).where(RunStart.onboarding_id == onboarding_id,
                                                    RunStart.attempt == attempt))
-    with factory() as session, session.begin():
+    with transaction() as session:
         report.waiting = _waiting(session)
     return report
 
@@ -128,7 +127,7 @@ def start_paced(onboarding_id: int, attempt: int = 0) -> str:
         unreachable_note,
     )
 
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         request_start(session, onboarding_id, attempt=attempt)
     if not server_reachable():
         return unreachable_note()

@@ -90,7 +90,7 @@ def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]
                 pass  # it woke up between the read and the resume: nothing to do
     # A run to start is queued, then started as capacity allows: after an outage every client
     # may need one at once, and that burst is what the pacer absorbs.
-    with session_factory()() as session, session.begin():
+    with transaction() as session:
         for onboarding_id, attempt in starts:
             request_start(session, onboarding_id, attempt=attempt)
     if starts and start_queued().waiting:
