@@ -45,8 +45,8 @@ def _visible(value: str) -> bool:
 def check_utf8(value: str, field: str) -> None:
     """Refuse text that came from bytes which were not UTF-8."""
     if _SURROGATE.search(value):
-        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise HandoffError(f"{field} {_show(shown)} is not UTF-8 text; set the terminal or "
+        raw = value.encode("utf-8", "surrogateescape")[:60]
+        raise HandoffError(f"{field} {repr(raw)[1:]} is not UTF-8 text; set the terminal or "
                            "file to UTF-8")
 
 

@@ -7,9 +7,13 @@ whole tree (and a module can be imported only when its command runs).
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from importlib import import_module
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 # `handoff COMMAND`: top-level commands, by the module whose `app` defines them.
 COMMANDS = {
@@ -40,8 +44,42 @@ GROUPS = {
     "inbox": ("inbox", "The onboarding mailbox: client replies, auto-replies, bounces."),
 }
 
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a missing argument, `-5` taken for an option) and
+    arguments that are not UTF-8 get one line on stderr and exit code 2, like every other
+    refusal, instead of Click's usage box."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        """Run the command; report a usage error in one line."""
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+        from db.validation import HandoffError, check_utf8
+
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode,
+                                windows_expand_args, **extra)
+        try:
+            for arg in argv:
+                check_utf8(arg, "argument")
+            code = super().main(argv, prog_name, complete_var, False, windows_expand_args,
+                                **extra)
+        except NoArgsIsHelpError as exc:  # the help is already printed
+            code = exc.exit_code
+        except (HandoffError, ClickException) as exc:
+            message = exc.format_message() if isinstance(exc, ClickException) else str(exc)
+            typer.echo(f"error: {' '.join(message.split())}", err=True)
+            code = exc.exit_code if isinstance(exc, ClickException) else 2
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(help="handoff: client onboarding from 'deal closed' to 'ready to deliver'.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  cls=OneLineErrors)
 
 
 def group_app(module: str) -> typer.Typer:

@@ -6,7 +6,16 @@ from typing import Annotated, Any
 
 import typer
 
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, transaction, when
+from deployments.cli.common import (
+    AtOpt,
+    ByOpt,
+    JsonOpt,
+    emit,
+    guarded,
+    happened,
+    nudge,
+    transaction,
+)
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -24,7 +33,7 @@ def artifact_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Record that artifacts or checklist items exist (all of them, or none)."""
-    recorded_at = when(at)
+    recorded_at = happened(at)
     results = []
     with transaction() as (session, playbook):
         for key in keys:

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, transaction, when
+from deployments.cli.common import (
+    AtOpt,
+    ByOpt,
+    JsonOpt,
+    emit,
+    guarded,
+    happened,
+    nudge,
+    transaction,
+)
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -26,7 +35,7 @@ def blocker_open(
     as_json: JsonOpt = False,
 ) -> None:
     """Open a blocker."""
-    opened_at = when(at)
+    opened_at = happened(at)
     with transaction() as (session, playbook):
         blocker = records.open_blocker(session, playbook, onboarding_id, blocker_type,
                                        critical=critical, note=note, by=by, at=opened_at,
@@ -47,7 +56,7 @@ def blocker_resolve(
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve a blocker."""
-    resolved_at = when(at)
+    resolved_at = happened(at)
     with transaction() as (session, playbook):
         blocker = records.resolve_blocker(session, playbook, blocker_id, by=by, at=resolved_at,
                                           note=note)

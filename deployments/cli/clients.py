@@ -9,7 +9,7 @@ import typer
 
 from db.playbook import get_playbook
 from db.validation import parse_date
-from deployments.cli.common import ByOpt, JsonOpt, emit, guarded, start, transaction, when
+from deployments.cli.common import ByOpt, JsonOpt, emit, guarded, happened, start, transaction
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -39,7 +39,8 @@ def onboard(
     """Record a closed deal and start the client's onboarding flow."""
     new = records.NewOnboarding.parse(
         client=client, segment=segment, offer=offer, owner=owner, backup=backup,
-        contacts=contact, closed_at=when(closed_at, "--closed-at"),
+        contacts=contact,
+        closed_at=records.check_close(get_playbook(), happened(closed_at, "--closed-at")),
         kickoff_by=parse_date(kickoff_by, "--kickoff-by"),
         first_milestone=parse_date(first_milestone, "--first-milestone"),
         terms=terms, scope=scope,
@@ -60,9 +61,12 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Stage, owner, next action and date, open blockers, missing artifacts, SLA clocks."""
+    from tasks.mail.alarm import current_alarm
     from tasks.onboarding.status import describe, portfolio
 
-    with transaction() as (session, playbook):
+    with transaction(read_only=True) as (session, playbook):
+        alarm = current_alarm(session)
+        banner = f"!! {alarm.banner}\n" if alarm else ""
         if onboarding_id is None:
             rows = portfolio(session, playbook)
             human = "\n".join(
@@ -70,10 +74,13 @@ def status(
                 f"next: {r['next_action_due'] or '-'}  {r['blocker'] or ''}"
                 + ("  [demo]" if r["demo"] else "") for r in rows
             ) or "no onboardings yet: start one with 'handoff onboard --help'"
-            emit(as_json, rows, human)
+            if alarm and as_json:
+                typer.echo(banner.strip(), err=True)  # the JSON stays a list of onboardings
+            emit(as_json, rows, banner + human)
             return
         card = describe(session, playbook, onboarding_id)
-    emit(as_json, card, card["text"])
+    card["transport_alarm"] = alarm.banner if alarm else None
+    emit(as_json, card, banner + card["text"])
 
 
 @app.command("import")
@@ -87,7 +94,10 @@ def import_deals(
     """Import closed deals from a CSV, all rows or none."""
     from tasks.onboarding.importer import read_deals
 
-    deals = read_deals(path, get_playbook().calendar.tz)
+    playbook = get_playbook()
+    deals = read_deals(path, playbook.calendar.tz)
+    for line, deal in enumerate(deals, start=2):
+        records.check_close(playbook, deal.closed_at, f"{path.name} line {line}: closed_at")
     with transaction() as (session, playbook):
         ids = [records.create_onboarding(session, playbook, d, actor=by).id for d in deals]
     flows = [] if no_flow else [start(i) for i in ids]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -29,6 +31,14 @@ ByOpt = Annotated[str, typer.Option("--by", help="Who recorded it.")]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+BUSY = "the database is busy; nothing was recorded, try again"
+BUSY_EXIT = 75  # EX_TEMPFAIL: nothing is wrong with the request; run it again
+
+
+class DatabaseBusy(Exception):
+    """Another writer held the database for longer than we waited; nothing was written."""
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """One clear line on stderr and a non-zero exit."""
     typer.echo(f"error: {message}", err=True)
@@ -44,6 +54,8 @@ def guarded(func: F) -> F:
             return func(*args, **kwargs)
         except HandoffError as exc:
             raise fail(str(exc)) from None
+        except DatabaseBusy:
+            raise fail(BUSY, BUSY_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -63,20 +75,65 @@ def _jsonable(value: Any) -> Any:
 
 
 @contextmanager
-def transaction() -> Iterator[tuple[Session, Playbook]]:
-    """A session in one transaction with the playbook; refused actions roll everything back."""
+def transaction(*, read_only: bool = False) -> Iterator[tuple[Session, Playbook]]:
+    """A session in one transaction with the playbook; refused actions roll everything back.
+
+    Everything that can be prepared outside the transaction is (the playbook, the schema check,
+    the business calendar and its holidays), so SQLite's write lock is held for milliseconds.
+    A database busy with another writer is waited for (SQLite's busy timeout), then tried again
+    a few times with backoff; after that the command says so in one line, nothing written.
+    `read_only` transactions take no write lock at all.
+    """
+    from sqlalchemy.exc import OperationalError
+
     from db.playbook import get_playbook
-    from db.session import is_current
-    from db.session import transaction as begin
+    from db.session import is_busy, is_current, session_factory
     from db.settings import get_settings
+    from tasks.calendar.clock import warm_calendar
 
     playbook = get_playbook()
     if not is_current():
         raise HandoffError(
             f"the database at {get_settings().database_url} is not set up; run 'handoff db upgrade'"
         )
-    with begin() as session:
+    warm_calendar(playbook, dt.datetime.now(dt.UTC))
+    session = _begun(session_factory(), read_only=read_only)
+    try:
         yield session, playbook
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        if is_busy(exc):
+            raise DatabaseBusy from None
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _begun(factory: Callable[[], Session], *, read_only: bool) -> Session:
+    """A session whose transaction has begun (on SQLite: the write lock taken), retried with
+    backoff while the database is busy."""
+    from sqlalchemy.exc import OperationalError
+
+    from db.session import READ_ONLY, is_busy
+
+    for pause in (0.2, 0.5, 1.0, None):
+        session = factory()
+        try:
+            session.begin()
+            session.connection(execution_options=READ_ONLY if read_only else None)
+            return session
+        except OperationalError as exc:
+            session.close()
+            if not is_busy(exc):
+                raise
+            if pause is None:
+                raise DatabaseBusy from None
+            time.sleep(pause * (1 + random.random()))  # jitter: VAs retrying apart
+    raise AssertionError("unreachable")
 
 
 def when(value: str | None, field: str = "--at") -> dt.datetime:
@@ -86,11 +143,25 @@ def when(value: str | None, field: str = "--at") -> dt.datetime:
     return parse_as_of(value, field)
 
 
+def happened(value: str | None, field: str = "--at") -> dt.datetime:
+    """`when` for a time something happened: one in the future is refused (playbook
+    input_limits.future_minutes)."""
+    from db.playbook import get_playbook
+    from tasks.onboarding.records import check_happened
+
+    return check_happened(get_playbook(), when(value, field), field)
+
+
 def nudge(onboarding_id: int) -> str:
-    """Tell the client's flow run that something changed; say plainly what happened."""
+    """Tell the client's flow run that something changed; say plainly what happened. The fact is
+    already committed: whatever goes wrong here is said, never reported as a failed command."""
     from tasks.prefect.runs import nudge_run
 
-    return nudge_run(onboarding_id)
+    try:
+        return nudge_run(onboarding_id)
+    except Exception as exc:  # noqa: BLE001 - the record stands; reconcile wakes the run
+        return (f"recorded; waking the run failed ({type(exc).__name__}); the reconcile flow "
+                "will catch it up")
 
 
 def start(onboarding_id: int) -> str:

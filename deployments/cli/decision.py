@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.common import AtOpt, JsonOpt, emit, guarded, transaction, when
+from deployments.cli.common import AtOpt, JsonOpt, emit, guarded, happened, transaction
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -24,7 +24,7 @@ def decision_record(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a decision reserved to the founder."""
-    decided_at = when(at)
+    decided_at = happened(at)
     with transaction() as (session, playbook):
         row = records.record_founder_decision(session, playbook, boundary=boundary,
                                               decision=decision, decided_by=by,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, transaction, when
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, happened, transaction
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -25,7 +25,7 @@ def followup_log(
     as_json: JsonOpt = False,
 ) -> None:
     """Log a client follow-up request (or a reply, or a clarification request)."""
-    logged_at = when(at)
+    logged_at = happened(at)
     with transaction() as (session, _playbook):
         row = records.log_client_response(session, onboarding_id, kind=kind, template=template,
                                           note=note, at=logged_at, by=by)

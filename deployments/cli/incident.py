@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, transaction, when
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, happened, transaction
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -23,7 +23,7 @@ def incident_log(
     as_json: JsonOpt = False,
 ) -> None:
     """Log a delivery incident after handoff."""
-    logged_at = when(at)
+    logged_at = happened(at)
     with transaction() as (session, _playbook):
         row = records.log_incident(session, onboarding_id, severity=severity, note=note,
                                    at=logged_at, by=by)

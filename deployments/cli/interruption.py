@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from db.validation import HandoffError
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, transaction, when
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, happened, transaction
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -31,7 +31,7 @@ def interruption_log(
     """Count one founder interruption."""
     if avoidable is None:
         raise HandoffError("say --avoidable or --required")
-    logged_at = when(at)
+    logged_at = happened(at)
     with transaction() as (session, playbook):
         row = records.log_interruption(session, playbook, category=category, avoidable=avoidable,
                                        onboarding_id=onboarding_id, lane=lane, note=note,

@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from db.validation import HandoffError
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, transaction, when
+from deployments.cli.common import (
+    AtOpt,
+    ByOpt,
+    JsonOpt,
+    emit,
+    guarded,
+    happened,
+    nudge,
+    transaction,
+)
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -27,7 +36,7 @@ def qa_record(
     """Record a QA check (--pass or --fail --reason)."""
     if passed is None:
         raise HandoffError("say --pass or --fail")
-    checked_at = when(at)
+    checked_at = happened(at)
     with transaction() as (session, _playbook):
         review = records.record_qa(session, onboarding_id, passed=passed, reason=reason, by=by,
                                    at=checked_at)

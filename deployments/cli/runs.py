@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from db.validation import HandoffError
-from deployments.cli.common import JsonOpt, emit, guarded
+from deployments.cli.common import JsonOpt, emit, fail, guarded
 
 app = typer.Typer()
 
@@ -41,11 +41,19 @@ def _summary(report: dict[str, Any]) -> str:
 def reconcile_cmd(as_json: JsonOpt = False) -> None:
     """Start missing client runs, resume runs whose condition is met, restart dead runs."""
     from tasks.prefect.reconcile import reconcile_runs
-    from tasks.prefect.runs import server_reachable, unreachable_note
+    from tasks.prefect.runs import (
+        no_answer,
+        prefect_failures,
+        server_reachable,
+        unreachable_note,
+    )
 
     if not server_reachable():
         raise HandoffError(unreachable_note())
-    report = reconcile_runs()
+    try:
+        report = reconcile_runs()
+    except prefect_failures() as exc:
+        raise fail(f"{no_answer(exc)}; nothing changed, try again once it answers", 1) from None
     data = {"started": report.started, "resumed": report.resumed, "restarted": report.restarted}
     emit(as_json, data, f"started {report.started}, resumed {report.resumed}, "
                         f"restarted {report.restarted}")
