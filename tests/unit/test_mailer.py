@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-import time
 from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
@@ -359,12 +358,10 @@ def test_mixed_recipient_refusals(server: LoopbackSmtp) -> None:
 
 
 def test_server_stopped_is_transient(server: LoopbackSmtp) -> None:
-    """Connection refused on __enter__: no exception, every send reports TRANSIENT quickly."""
+    """Connection refused on __enter__: no exception, every send reports TRANSIENT."""
     server.stop()
-    started = time.monotonic()
     with SmtpTransport(config(server)) as transport:
         results = [transport.send(make_msg(f"down-{i}")) for i in range(5)]
-    assert time.monotonic() - started < 2
     assert {r.outcome for r in results} == {SendOutcome.TRANSIENT}
     assert "refused" in (results[0].error or "").lower()
     server.start()
@@ -376,11 +373,9 @@ def test_slow_greeting_times_out_as_transient(server: LoopbackSmtp) -> None:
     """A greeting slower than ``connect_timeout`` gives TRANSIENT (an unreachable transport)
     once per batch, not once per message, and the longer reply timeout does not apply."""
     server.greeting_delay = 5.0
-    started = time.monotonic()
     with SmtpTransport(config(server, timeout=30.0, connect_timeout=1.0)) as transport:
         results = [transport.send(make_msg(f"slow-{i}")) for i in range(5)]
-    elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 2.5
+    # Had the 30 s reply timeout applied, the 5 s greeting would have arrived and all been SENT.
     assert {(r.outcome, r.fault) for r in results} == {(SendOutcome.TRANSIENT,
                                                          TransportFault.UNREACHABLE)}
     assert "timed out" in (results[0].error or "")
@@ -391,11 +386,10 @@ def test_slow_data_reply_is_uncertain(server: LoopbackSmtp) -> None:
     """No reply after the final dot within the timeout: the server has the message and may
     deliver it, so the result is UNCERTAIN (never re-sent), not an exception."""
     server.data_delay = 3.0
-    started = time.monotonic()
     with SmtpTransport(config(server, timeout=0.5)) as transport:
         result = transport.send(make_msg())
+    # Had the client waited out the server's 3 s, it would have read the 250 and said SENT.
     assert result.outcome is SendOutcome.UNCERTAIN
-    assert time.monotonic() - started < 2.0
 
 
 def test_dropped_connection_is_reopened_once(server: LoopbackSmtp) -> None:
