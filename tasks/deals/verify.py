@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import time
 from urllib.parse import unquote
 
@@ -34,9 +35,12 @@ def _fresh(timestamp: float, now: float | None, tolerance: float) -> None:
 
 def _number(value: str | None, header: str) -> float:
     try:
-        return float(value or "")
+        number = float(value or "")
     except ValueError:
         raise Unverified(f"header {header} is missing or not a number") from None
+    if not math.isfinite(number):  # "nan" would pass every age comparison
+        raise Unverified(f"header {header} is not a finite number")
+    return number
 
 
 def hubspot(secret: str | None, *, method: str, uri: str | None, body: bytes,

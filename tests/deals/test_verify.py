@@ -115,3 +115,11 @@ def test_default_clock_is_now() -> None:
     headers = verify.sign_generic("k3y", BODY, int(time.time()))
     verify.generic("k3y", body=BODY, timestamp=headers["X-Handoff-Timestamp"],
                    signature=headers["X-Handoff-Signature"])
+
+
+@pytest.mark.parametrize("stamp", ["nan", "NaN", "inf", "-inf"])
+def test_a_timestamp_that_is_not_finite_is_refused(stamp: str) -> None:
+    """A correctly signed request whose timestamp is 'nan' would pass every age comparison."""
+    digest = hmac.new(b"k3y", f"{stamp}.".encode() + BODY, hashlib.sha256).hexdigest()
+    with pytest.raises(verify.Unverified, match="finite"):
+        verify.generic("k3y", body=BODY, timestamp=stamp, signature=f"sha256={digest}", now=NOW)
