@@ -90,11 +90,16 @@ def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]
                 pass  # it woke up between the read and the resume: nothing to do
     # A run to start is queued, then started as capacity allows: after an outage every client
     # may need one at once, and that burst is what the pacer absorbs.
+    # Starts queued earlier (say, while Prefect was down) are started here too, not only by the
+    # pacer's next pass.
     with transaction() as session:
         for onboarding_id, attempt in starts:
             request_start(session, onboarding_id, attempt=attempt)
-    if starts and start_queued().waiting:
-        kick_pacer()
+    if starts or waiting:
+        paced = start_queued()
+        report.started.extend(i for i in paced.started if i in waiting)
+        if paced.waiting:
+            kick_pacer()
 
 
 def _log_restart(onboarding_id: int, run_id: str | None, state: str | None) -> None:
