@@ -7,14 +7,15 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.settings import get_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _engines: dict[tuple[int, str], Engine] = {}
@@ -100,6 +101,8 @@ def transaction(url: str | None = None) -> AbstractContextManager[Session]:
 
 def alembic_config() -> Config:
     """Alembic configuration pointing at db/migrations, no ini file needed."""
+    from alembic.config import Config  # imported when needed: not on every CLI command
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -107,6 +110,8 @@ def alembic_config() -> Config:
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     """Bring the database schema to the given revision."""
+    from alembic import command
+
     config = alembic_config()
     with get_engine(url).begin() as connection:
         config.attributes["connection"] = connection

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from db.playbook import SAFE_LOADER
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, UndefinedError, select_autoescape
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -54,7 +55,8 @@ class TemplateSpec:
 @cache
 def catalog() -> dict[str, TemplateSpec]:
     """templates/catalog.yaml, plus one blocker_<type> entry per blocker script file."""
-    raw = yaml.safe_load((TEMPLATES / "catalog.yaml").read_text(encoding="utf-8"))
+    raw = yaml.load((TEMPLATES / "catalog.yaml").read_text(encoding="utf-8"),
+                    Loader=SAFE_LOADER)  # noqa: S506 (a safe loader)
     specs = {name: TemplateSpec(name=name, audience=v["audience"], lane=v["lane"],
                                 needs=tuple(v["needs"]), subject=v["subject"])
              for name, v in raw.items()}

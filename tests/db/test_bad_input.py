@@ -24,7 +24,7 @@ from db.validation import HandoffError
 from tests.factories import new_onboarding, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = settings(max_examples=120, deadline=None,
+CASES = settings(max_examples=60, deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
                                         HealthCheck.too_slow])
 
@@ -160,7 +160,7 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 PATHS = _paths(SHIPPED)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[
+@settings(max_examples=80, deadline=None, suppress_health_check=[
     HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(PATHS),
        value=st.one_of(st.none(), st.integers(-3, 3), nasty_text, st.booleans(),
