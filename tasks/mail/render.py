@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from db.playbook import SAFE_LOADER
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, UndefinedError, select_autoescape
+
+from db.playbook import SAFE_LOADER
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
