@@ -33,6 +33,7 @@ class StartReport:
 
     started: dict[int, str] = field(default_factory=dict)  # onboarding id -> its run's page
     waiting: int = 0
+    unanswered: str | None = None  # why the pass stopped early: the server did not answer
 
 
 def request_start(session: Session, onboarding_id: int, *, attempt: int = 0) -> None:
@@ -81,7 +82,7 @@ def start_queued() -> StartReport:
     """Start the longest-waiting clients while fewer than the limit are in flight."""
     from prefect import get_client
 
-    from tasks.prefect.runs import create_run, prefect_settings
+    from tasks.prefect.runs import create_run, no_answer_note, prefect_failures, prefect_settings
 
     with prefect_settings(), get_client(sync_client=True) as client:
         free = get_settings().run_starts_in_flight - runs_in_flight(client)
@@ -91,7 +92,13 @@ def start_queued() -> StartReport:
                                    .order_by(RunStart.requested_at, RunStart.onboarding_id)
                                    .limit(max(free, 0))).tuples())
     for onboarding_id, attempt in due:
-        report.started[onboarding_id] = create_run(onboarding_id, attempt)
+        try:
+            report.started[onboarding_id] = create_run(onboarding_id, attempt)
+        except prefect_failures() as exc:
+            # Not answered in time (the run may even exist): the start stays queued, and the
+            # next pass asks again with the same idempotency key. Nothing is lost.
+            report.unanswered = no_answer_note(exc)
+            break
         with transaction() as session:
             session.execute(delete(RunStart).where(RunStart.onboarding_id == onboarding_id,
                                                    RunStart.attempt == attempt))
@@ -139,6 +146,8 @@ def start_paced(onboarding_id: int, attempt: int = 0) -> str:
         return no_answer_note(exc)
     if onboarding_id in report.started:
         return report.started[onboarding_id]
+    if report.unanswered:
+        return report.unanswered
     return (f"queued to start ({report.waiting} clients waiting): runs start as earlier ones "
             "reach Suspended")
 

@@ -128,6 +128,8 @@ def create_run(onboarding_id: int, attempt: int = 0) -> str:
     """Create the client's run from its deployment now; idempotent per onboarding+attempt.
 
     Only the pacer calls this (tasks/prefect/pacing.py); everything else calls start_run.
+    Raises what `prefect_failures()` names when the server does not answer, so the pacer keeps
+    the queued start (the run may exist: the retry's idempotency key finds it).
     """
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
@@ -137,19 +139,16 @@ def create_run(onboarding_id: int, attempt: int = 0) -> str:
         tags = [f"segment:{ob.segment}", f"offer:{ob.offer}", f"onboarding:{ob.id}",
                 *(["demo"] if ob.demo else [])]
     name = onboarding_run_name(onboarding_id)
-    try:
-        with prefect_settings():
-            run: FlowRun = run_deployment(  # type: ignore[assignment]
-                get_settings().onboarding_deployment,
-                parameters={"onboarding_id": onboarding_id},
-                timeout=0, tags=tags, flow_run_name=name, as_subflow=False,
-                # The server returns the existing run for a known key, so a retried start
-                # reuses it.
-                idempotency_key=f"onboarding-{onboarding_id}"
-                + (f"-restart-{attempt}" if attempt else ""),
-            )
-    except prefect_failures() as exc:
-        return no_answer_note(exc)
+    with prefect_settings():
+        run: FlowRun = run_deployment(  # type: ignore[assignment]
+            get_settings().onboarding_deployment,
+            parameters={"onboarding_id": onboarding_id},
+            timeout=0, tags=tags, flow_run_name=name, as_subflow=False,
+            # The server returns the existing run for a known key, so a retried start
+            # reuses it.
+            idempotency_key=f"onboarding-{onboarding_id}"
+            + (f"-restart-{attempt}" if attempt else ""),
+        )
     try:
         remember_run(onboarding_id, str(run.id))
     except OperationalError:

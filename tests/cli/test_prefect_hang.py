@@ -88,3 +88,55 @@ def test_a_hung_prefect_api_costs_seconds_and_the_fact_is_kept(
     assert reconciled.returncode == 1
     lines = [line for line in reconciled.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "did not answer" in lines[0], reconciled.stderr
+
+
+class _CountsButNeverCreates(_HealthyButHung):
+    """Answers /health, a CSRF token and the in-flight count (nothing running); never answers
+    a run start."""
+
+    def _answer(self) -> None:
+        path = self.path.split("?")[0].rstrip("/")
+        answers = {"/flow_runs/count": b"0", "/csrf-token":
+                   b'{"token": "t", "client": "c", "expiration": "2099-01-01T00:00:00Z"}'}
+        body = next((a for suffix, a in answers.items() if path.endswith(suffix)), None)
+        if body is not None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super()._answer()
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
+
+
+def test_a_queued_start_the_server_does_not_answer_stays_queued(
+        sqlite_url: str, playbook: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy server that takes too long to create a run must not cost the client its start:
+    the row stays in run_starts and the next pass asks again (same idempotency key)."""
+    from db.settings import get_settings
+    from tasks.prefect.pacing import queued_ids, start_paced, start_queued
+
+    release = threading.Event()
+    handler = type("Handler", (_CountsButNeverCreates,), {"release": release})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.server_address[1]}/api")
+        monkeypatch.setenv("HANDOFF_PREFECT_TIMEOUT", "1")
+        get_settings.cache_clear()
+        with session_factory(sqlite_url)() as session:
+            ob_id = new_onboarding(session, playbook)  # type: ignore[arg-type]
+        said = start_paced(ob_id)
+        assert "did not answer within 1 s" in said, said
+        assert queued_ids() == {ob_id}
+        again = start_queued()
+        assert again.started == {} and again.unanswered and again.waiting == 1
+        assert queued_ids() == {ob_id}
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        get_settings.cache_clear()
