@@ -5,10 +5,15 @@ bounces, client replies, portal submissions — whoever queues them) gets one ex
 chat channel its lane routes to in the playbook (`alerts:`), under the mail's key plus the
 channel. Delivery then treats it like mail: claimed before sending, recorded at once, retried
 with backoff, never sent twice. Channel URLs are Apprise URLs, kept in HANDOFF_ALERT_URLS.
+
+The transport alarm (mail cannot leave) is posted straight to every channel the playbook routes
+to, once when raised and once when cleared: it must not wait for the mail it is about.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
@@ -17,10 +22,14 @@ from typing import Any
 from db.playbook import Playbook
 from db.settings import Settings
 from tasks.comms import keys
-from tasks.mail.render import catalog
+from tasks.mail.alarm import TransportAlarm
+from tasks.mail.render import catalog, render_page
 from tasks.mail.transport import OutgoingMessage, SendOutcome, SendResult, Transport
 
 PREFIX = "alert:"  # the recipient of an alert row: alert:<channel>
+TRANSPORT_ALARM_TEMPLATE = "alerts/transport_alarm.txt"  # first line: the title
+
+_log = logging.getLogger("handoff.mail")
 
 
 def is_alert(recipients: str | list[str] | tuple[str, ...]) -> bool:
@@ -61,6 +70,35 @@ def send_alert(settings: Settings, *, key: str, recipients: str, title: str,
         return SendResult(key, SendOutcome.SENT, f"{PREFIX}{channel}", None)
     return SendResult(key, SendOutcome.TRANSIENT, "",
                       f"alert channel {channel!r} did not accept the notice")
+
+
+def post_transport_alarm(settings: Settings, playbook: Playbook, alarm: TransportAlarm, *,
+                         cleared_at: dt.datetime | None = None) -> list[str]:
+    """Tell every chat channel of the playbook's `alerts:` that mail is not going out (or, with
+    `cleared_at`, that it goes out again); returns the channels that took it. A channel that
+    is down is logged, never raised: delivery goes on."""
+    channels = list(dict.fromkeys(c for lane in playbook.alerts.values() for c in lane))
+    if not channels:
+        return []
+    tz = playbook.calendar.tz
+    title, _, body = render_page(TRANSPORT_ALARM_TEMPLATE, {
+        "business": playbook.business.name, "fault": alarm.fault, "detail": alarm.detail,
+        "since": f"{alarm.since.astimezone(tz):%a %Y-%m-%d %H:%M %Z}",
+        "cleared_at": f"{cleared_at.astimezone(tz):%a %Y-%m-%d %H:%M %Z}" if cleared_at else None,
+    }).strip().partition("\n")
+    posted = []
+    for channel in channels:
+        try:
+            result = send_alert(settings, key="transport-alarm", recipients=PREFIX + channel,
+                                title=title.strip(), body=body.strip())
+        except Exception:  # a broken notifier must not stop delivery
+            _log.exception("posting the transport alarm to channel %r failed", channel)
+            continue
+        if result.outcome is SendOutcome.SENT:
+            posted.append(channel)
+        else:
+            _log.error("the transport alarm did not reach channel %r: %s", channel, result.error)
+    return posted
 
 
 class OnDemand:

@@ -29,7 +29,13 @@ from db.playbook import Playbook
 from db.settings import Settings
 from tasks.calendar.clock import business_minutes_late, next_send_window
 from tasks.comms import keys
-from tasks.comms.alerts import OnDemand, alert_drafts, is_alert, send_alert
+from tasks.comms.alerts import (
+    OnDemand,
+    alert_drafts,
+    is_alert,
+    post_transport_alarm,
+    send_alert,
+)
 from tasks.mail.alarm import TransportAlarm, announce, clear_alarm, raise_alarm
 from tasks.mail.inbox.address import reply_address
 from tasks.mail.render import Rendered, catalog, render_message
@@ -256,24 +262,29 @@ def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settin
             if result.fault is not None and fault is None:
                 fault = (result.fault.value, result.error or result.fault.value)
             mail_sent += result.outcome is SendOutcome.SENT and not is_alert(row.recipients)
-    _update_alarm(factory, fault, flowing=mail_sent > 0, now=now)
+    _update_alarm(factory, playbook, settings, fault, flowing=mail_sent > 0, now=now)
     return report
 
 
-def _update_alarm(factory: sessionmaker[Session], fault: tuple[str, str] | None, *,
-                  flowing: bool, now: dt.datetime) -> None:
-    """Raise the transport alarm for a fault (once per outage), clear it when mail flowed."""
+def _update_alarm(factory: sessionmaker[Session], playbook: Playbook, settings: Settings,
+                  fault: tuple[str, str] | None, *, flowing: bool, now: dt.datetime) -> None:
+    """Raise the transport alarm for a fault (once per outage), clear it when mail flowed; then
+    say so outside mail (log, Prefect event, hooks) and in the team's chat channels."""
     if fault is None and not flowing:
         return
     raised: TransportAlarm | None = None
-    cleared = False
+    cleared: TransportAlarm | None = None
     with factory.begin() as session:
         if fault is not None:
             raised = raise_alarm(session, *fault, now=now)
-        elif flowing:
+        else:
             cleared = clear_alarm(session, now=now)
-    if raised is not None or cleared:
+    if raised is not None:
         announce(raised)
+        post_transport_alarm(settings, playbook, raised)
+    elif cleared is not None:
+        announce(cleared, cleared_at=now)
+        post_transport_alarm(settings, playbook, cleared, cleared_at=now)
 
 
 def _due(now: dt.datetime, onboarding_id: int | None) -> ColumnElement[bool]:

@@ -175,3 +175,58 @@ def test_a_channel_without_a_url_fails_and_the_owner_is_told(
     told = queued[f"delivery-failure:{ops.idempotency_key}"]
     assert (told.recipients, told.status) == (OWNER, "sent")
     assert [path for path, _ in receiver.posts].count("/team") == 2  # the notice, the failure
+
+
+def test_an_smtp_login_refused_is_posted_once_per_outage_and_cleared(
+        db_url: str, session: Session, routed: Playbook, receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The transport alarm must reach people without mail: the SMTP server answers 535 to the
+    # login, and every chat channel hears it once per outage, then once that mail flows again.
+    factory = session_factory(db_url)
+    ob_id = new_onboarding(session, routed)
+    with factory() as s:
+        client = Client(row=records.get_onboarding(s, ob_id))
+    welcomes = [Draft(onboarding_id=ob_id, template="welcome", recipients=[CONTACT],
+                      key=f"welcome:{ob_id}:{n}", context=context(routed, client))
+                for n in range(2)]
+
+    def login_with(password: str) -> None:
+        monkeypatch.setenv("HANDOFF_SMTP_PASSWORD", password)
+        get_settings.cache_clear()
+
+    def posts() -> list[tuple[str, str]]:
+        return sorted((path, body["title"]) for path, body in receiver.posts)
+
+    with LoopbackSmtp(username="mailer", password="right") as server:
+        for name, value in (("HOST", server.host), ("PORT", str(server.port)),
+                            ("STARTTLS", "false"), ("USERNAME", "mailer")):
+            monkeypatch.setenv(f"HANDOFF_SMTP_{name}", value)
+        login_with("old-s3cret")
+        with factory() as s, s.begin():
+            enqueue_many(s, routed, welcomes[:1], now=NOW)
+        for minute in (0, 5, 60):  # one outage, three passes meet it
+            deliver(factory, routed, get_settings(), now=NOW + dt.timedelta(minutes=minute))
+        down = "Northwind Studio: MAIL IS NOT GOING OUT"
+        assert posts() == [("/ops", down), ("/team", down)]
+        body = receiver.posts[0][1]["message"]
+        assert "535" in body and "HANDOFF_SMTP_PASSWORD" in body and "old-s3cret" not in body
+        assert server.count_connections == 3 and server.messages == []  # one login a pass
+
+        login_with("right")
+        deliver(factory, routed, get_settings(), now=NOW + dt.timedelta(minutes=61))
+        deliver(factory, routed, get_settings(), now=NOW + dt.timedelta(minutes=62))
+        up = "Northwind Studio: mail is going out again"
+        assert posts() == sorted([("/ops", down), ("/team", down), ("/ops", up), ("/team", up)])
+        assert len(server.messages) == 1
+
+        login_with("old-s3cret")  # a second outage is a second alarm, and a second clear
+        with factory() as s, s.begin():
+            enqueue_many(s, routed, welcomes[1:], now=NOW + dt.timedelta(minutes=70))
+        for minute in (70, 75):
+            deliver(factory, routed, get_settings(), now=NOW + dt.timedelta(minutes=minute))
+        login_with("right")
+        deliver(factory, routed, get_settings(), now=NOW + dt.timedelta(minutes=80))
+    assert [body["title"] for path, body in receiver.posts if path == "/team"] == [
+        down, up, down, up]
+    assert len(server.messages) == 2
+    assert {r.status for r in rows(factory).values()} == {"sent"}
