@@ -289,7 +289,7 @@ def _after_save(onboarding_id: int, submitted: bool, notify_upload: bool) -> Non
     """After the response: send the owner's notice now and wake the client's run."""
     if not (submitted or notify_upload):
         return
-    from tasks.mail.outbox import deliver
+    from tasks.mail.delivery import deliver
 
     try:
         deliver(session_factory(), get_playbook(), _settings(), now=utcnow(),

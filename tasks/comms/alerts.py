@@ -16,15 +16,16 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from types import TracebackType
 from typing import Any
 
 from db.playbook import Playbook
 from db.settings import Settings
 from tasks.comms import keys
 from tasks.mail.alarm import TransportAlarm
+from tasks.mail.message import OutgoingMessage
+from tasks.mail.outcomes import SendOutcome, SendResult
 from tasks.mail.render import catalog, render_page
-from tasks.mail.transport import OutgoingMessage, SendOutcome, SendResult, Transport
+from tasks.mail.transport import Transport
 
 PREFIX = "alert:"  # the recipient of an alert row: alert:<channel>
 TRANSPORT_ALARM_TEMPLATE = "alerts/transport_alarm.txt"  # first line: the title
@@ -101,7 +102,7 @@ def post_transport_alarm(settings: Settings, playbook: Playbook, alarm: Transpor
     return posted
 
 
-class OnDemand:
+class OnDemand(Transport):
     """A mail transport opened on the first mail of a batch, so a batch of alerts alone never
     connects to SMTP."""
 
@@ -109,13 +110,9 @@ class OnDemand:
         self._open_mail = open_mail
         self._mail: Transport | None = None
 
-    def __enter__(self) -> OnDemand:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def close(self) -> None:
         if self._mail is not None:
-            self._mail.__exit__(exc_type, exc, tb)
+            self._mail.close()
 
     def send(self, msg: OutgoingMessage) -> SendResult:
         if self._mail is None:

@@ -203,7 +203,7 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
             minutes=KICKOFF_MINUTES, summary=f"Kickoff: {ob.client_name} × "
             f"{playbook.business.name}", organizer=owner, attendees=[*contacts, owner],
             description=f"Kickoff for {ob.offer}. Owner: {owner}.")
-        from tasks.mail.transport import Attachment
+        from tasks.mail.message import Attachment
 
         out.append(Draft(
             onboarding_id=ob.id, template="kickoff_confirmation", recipients=contacts,

@@ -12,7 +12,8 @@ from db.playbook import Playbook
 from db.settings import Settings
 from tasks.calendar.clock import parse_as_of
 from tasks.comms.cadences import due_escalations, due_messages, load_snapshot
-from tasks.mail.outbox import Draft, deliver, enqueue_many
+from tasks.mail.delivery import deliver
+from tasks.mail.outbox import Draft, enqueue_many
 from tasks.onboarding.records import log_event
 
 

@@ -1,77 +1,29 @@
-"""The outbox: every message is queued under an idempotency key and delivered at most once.
+"""The outbox: every message is queued under an idempotency key, once, whoever queues it.
 
-Delivery claims a batch (status queued -> sending, committed) before handing anything to SMTP and
-records each result right after. A crash between "SMTP accepted" and "recorded as sent" leaves the
-row in `sending`; the next delivery marks such rows `uncertain` and tells the owner, rather than
-sending them a second time. So does a message the server took with no reply after it.
-
-What each SMTP outcome does to a row (the transport decides the outcome, `tasks.mailer`):
-sent -> sent; transient -> queued again after a backoff (client mail: inside business hours),
-failed after MAX_ATTEMPTS; permanent -> failed, owner told; uncertain -> uncertain, owner told,
-never re-sent; held (the server refuses us: login, sender, TLS) -> queued again with its attempt
-given back, and the transport alarm raised (`tasks.mail.alarm`), which does not go by mail.
+The unique key is the arbiter: a second enqueue of the same key (a re-run, a concurrent pass)
+returns the row already there. Client mail is queued for the business's send window; team
+notices get one chat copy per channel of their lane. Delivery is `tasks.mail.delivery`.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from db.models import Communication, Event, Onboarding, OwnerAway, utcnow
+from db.models import Communication, Event, Onboarding, OwnerAway
 from db.playbook import Playbook
-from db.settings import Settings
-from tasks.calendar.clock import business_minutes_late, next_send_window
+from tasks.calendar.clock import next_send_window
 from tasks.comms import keys
-from tasks.comms.alerts import (
-    OnDemand,
-    alert_drafts,
-    is_alert,
-    post_transport_alarm,
-    send_alert,
-)
-from tasks.mail.alarm import TransportAlarm, announce, clear_alarm, raise_alarm
-from tasks.mail.inbox.address import reply_address
+from tasks.comms.alerts import alert_drafts, is_alert
+from tasks.mail.message import Attachment
 from tasks.mail.render import Rendered, catalog, render_message
-from tasks.mail.transport import (
-    Attachment,
-    FileTransport,
-    OutgoingMessage,
-    SendOutcome,
-    SmtpConfig,
-    SmtpTransport,
-    Transport,
-)
 from tasks.onboarding.records import log_event
-
-MAX_ATTEMPTS = 6
-BACKOFF_MINUTES = (5, 15, 45, 120, 360)
-SENDING_LEASE = dt.timedelta(minutes=10)  # a claimed row older than this was orphaned by a crash
-
-
-def transport_for(settings: Settings) -> Transport:
-    """SMTP when a host is configured, else .eml files under var/outbox/."""
-    if not settings.smtp_host:
-        return FileTransport(settings.outbox_dir)
-    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
-    return SmtpTransport(SmtpConfig(
-        host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_username,
-        password=password, starttls=settings.smtp_starttls, ssl=settings.smtp_ssl,
-        verify_tls=settings.smtp_verify_tls, timeout=settings.smtp_timeout,
-        connect_timeout=settings.smtp_connect_timeout, sender=_sender_address(settings),
-    ))
-
-
-def _sender_address(settings: Settings) -> str:
-    from db.playbook import get_playbook
-
-    return str(get_playbook().business.sender.email)
 
 
 def away_at(at: dt.datetime, tz: dt.tzinfo) -> ColumnElement[bool]:
@@ -205,196 +157,6 @@ def _values(draft: Draft, rendered: Rendered, audience: str, lane: str, *,
         message_id=None, sent_at=None, claimed_by=None, claimed_at=None, last_error=None,
         late_business_minutes=None,
     )
-
-
-def _outgoing(row: Communication, sender: str, settings: Settings) -> OutgoingMessage:
-    reply_to = None
-    if row.audience == "client" and row.onboarding_id and settings.reply_to and settings.secret_key:
-        # Replies name their onboarding even when the client's mail program drops threading.
-        reply_to = reply_address(settings.reply_to, settings.secret_key.get_secret_value(),
-                                 row.onboarding_id)
-    return OutgoingMessage(
-        reply_to=reply_to,
-        key=row.idempotency_key, sender=sender, to=tuple(row.recipients.split(",")),
-        subject=row.subject, html=row.body_html, text=row.body_text,
-        attachments=tuple(Attachment(filename=a["filename"], mimetype=a["mimetype"],
-                                     inline_cid=a.get("inline_cid"),
-                                     content=base64.b64decode(a["content"]))
-                          for a in row.attachments),
-    )
-
-
-@dataclass
-class DeliveryReport:
-    """What one delivery pass did."""
-
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    uncertain: int = 0
-    held: int = 0
-    suppressed: int = 0
-
-
-def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settings, *,
-            now: dt.datetime, onboarding_id: int | None = None,
-            limit: int = 5000) -> DeliveryReport:
-    """Send every due queued message over one connection; record each result at once."""
-    report = DeliveryReport()
-    with factory.begin() as session:
-        report.uncertain = _mark_orphans(session, playbook, now)
-        report.suppressed = _suppress_demo(session, playbook, now, onboarding_id)
-        claimed = _claim(session, now, onboarding_id, limit)
-    if not claimed:
-        return report
-    sender = str(playbook.business.sender.email)
-    fault: tuple[str, str] | None = None
-    mail_sent = 0
-    with OnDemand(lambda: transport_for(settings)) as transport:
-        for row in claimed:
-            result = (send_alert(settings, key=row.idempotency_key, recipients=row.recipients,
-                                 title=row.subject, body=row.body_text)
-                      if is_alert(row.recipients) else
-                      transport.send(_outgoing(row, sender, settings)))
-            with factory.begin() as session:
-                _record(session, playbook, row.id, result.outcome, result.message_id,
-                        result.error, now, report)
-            if result.fault is not None and fault is None:
-                fault = (result.fault.value, result.error or result.fault.value)
-            mail_sent += result.outcome is SendOutcome.SENT and not is_alert(row.recipients)
-    _update_alarm(factory, playbook, settings, fault, flowing=mail_sent > 0, now=now)
-    return report
-
-
-def _update_alarm(factory: sessionmaker[Session], playbook: Playbook, settings: Settings,
-                  fault: tuple[str, str] | None, *, flowing: bool, now: dt.datetime) -> None:
-    """Raise the transport alarm for a fault (once per outage), clear it when mail flowed; then
-    say so outside mail (log, Prefect event, hooks) and in the team's chat channels."""
-    if fault is None and not flowing:
-        return
-    raised: TransportAlarm | None = None
-    cleared: TransportAlarm | None = None
-    with factory.begin() as session:
-        if fault is not None:
-            raised = raise_alarm(session, *fault, now=now)
-        else:
-            cleared = clear_alarm(session, now=now)
-    if raised is not None:
-        announce(raised)
-        post_transport_alarm(settings, playbook, raised)
-    elif cleared is not None:
-        announce(cleared, cleared_at=now)
-        post_transport_alarm(settings, playbook, cleared, cleared_at=now)
-
-
-def _due(now: dt.datetime, onboarding_id: int | None) -> ColumnElement[bool]:
-    """Queued rows whose time has come (of one client, or of everyone)."""
-    due = and_(Communication.status == "queued",
-               or_(Communication.next_attempt_at.is_(None), Communication.next_attempt_at <= now))
-    return due if onboarding_id is None else and_(due, Communication.onboarding_id == onboarding_id)
-
-
-def _suppress_demo(session: Session, playbook: Playbook, now: dt.datetime,
-                   onboarding_id: int | None) -> int:
-    """A demo client is fictional: its due mail is recorded as suppressed at the moment it
-    would have gone out (so clocks and KPIs read as if sent), and never reaches SMTP."""
-    rows = list(session.scalars(select(Communication).where(
-        _due(now, onboarding_id),
-        Communication.onboarding_id.in_(select(Onboarding.id).where(Onboarding.demo)))))
-    for row in rows:
-        row.status, row.sent_at = "suppressed", now
-        row.late_business_minutes = (business_minutes_late(playbook, row.due_at, now)
-                                     if row.due_at else None)
-        log_event(session, "message_suppressed", actor="handoff", onboarding_id=row.onboarding_id,
-                  at=now, template=row.template, key=row.idempotency_key)
-    return len(rows)
-
-
-def _claim(session: Session, now: dt.datetime, onboarding_id: int | None,
-           limit: int) -> list[Communication]:
-    """Move due rows from queued to sending; only rows this transaction moved are ours."""
-    stmt = (select(Communication.id).where(_due(now, onboarding_id))
-            .order_by(Communication.id).limit(limit))
-    if session.bind is not None and session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    ids = list(session.scalars(stmt))
-    if not ids:
-        return []
-    token = uuid.uuid4().hex
-    session.execute(
-        update(Communication).where(Communication.id.in_(ids), Communication.status == "queued")
-        .values(status="sending", attempts=Communication.attempts + 1, claimed_by=token,
-                claimed_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    rows = list(session.scalars(select(Communication).where(
-        Communication.id.in_(ids), Communication.claimed_by == token,
-        Communication.status == "sending")))
-    for row in rows:
-        session.expunge(row)
-    return rows
-
-
-def _record(session: Session, playbook: Playbook, row_id: int, outcome: SendOutcome,
-            message_id: str, error: str | None, now: dt.datetime,
-            report: DeliveryReport) -> None:
-    row = session.get(Communication, row_id)
-    assert row is not None
-    if outcome is SendOutcome.SENT:
-        row.status, row.sent_at, row.message_id, row.last_error = "sent", now, message_id, None
-        row.late_business_minutes = (business_minutes_late(playbook, row.due_at, now)
-                                     if row.due_at else None)
-        report.sent += 1
-        log_event(session, "message_sent", actor="handoff", onboarding_id=row.onboarding_id,
-                  at=now, template=row.template, key=row.idempotency_key,
-                  late_business_minutes=row.late_business_minutes)
-        return
-    row.last_error = error
-    if outcome is SendOutcome.HELD:
-        # Nothing reached the server: give the attempt back; it goes when the server takes us.
-        row.status, row.attempts = "queued", row.attempts - 1
-        report.held += 1
-        return
-    if outcome is SendOutcome.UNCERTAIN:
-        _mark_uncertain(session, playbook, row, now,
-                        problem=error or "no reply after the message was handed over")
-        report.uncertain += 1
-        return
-    if outcome is SendOutcome.TRANSIENT and row.attempts < MAX_ATTEMPTS:
-        wait = BACKOFF_MINUTES[min(row.attempts - 1, len(BACKOFF_MINUTES) - 1)]
-        retry_at = now + dt.timedelta(minutes=wait)
-        if row.audience == "client":
-            retry_at = next_send_window(playbook, retry_at)  # clients: business hours only
-        row.status, row.next_attempt_at = "queued", retry_at
-        report.retried += 1
-        log_event(session, "message_retry", actor="handoff", onboarding_id=row.onboarding_id,
-                  at=now, template=row.template, attempts=row.attempts, error=error)
-        return
-    row.status = "failed"
-    report.failed += 1
-    log_event(session, "message_failed", actor="handoff", onboarding_id=row.onboarding_id,
-              at=now, template=row.template, attempts=row.attempts, error=error)
-    notify_delivery_problem(session, playbook, row, now, problem=error or "refused",
-                  reason="refused" if outcome is SendOutcome.PERMANENT else "unreachable")
-
-
-def _mark_orphans(session: Session, playbook: Playbook, now: dt.datetime) -> int:
-    """Rows left in `sending` by a crash may have reached SMTP: never resend, tell a human."""
-    orphans = list(session.scalars(select(Communication).where(
-        Communication.status == "sending", Communication.claimed_at < utcnow() - SENDING_LEASE)))
-    for row in orphans:
-        _mark_uncertain(session, playbook, row, now,
-                        problem="the sending process stopped before recording the reply")
-    return len(orphans)
-
-
-def _mark_uncertain(session: Session, playbook: Playbook, row: Communication,
-                    now: dt.datetime, *, problem: str) -> None:
-    """The message may have been delivered: never resend it, tell the owner what to check."""
-    row.status = "uncertain"
-    log_event(session, "message_uncertain", actor="handoff", onboarding_id=row.onboarding_id,
-              at=now, template=row.template, key=row.idempotency_key)
-    notify_delivery_problem(session, playbook, row, now, reason="uncertain", problem=problem)
 
 
 def notify_delivery_problem(session: Session, playbook: Playbook, row: Communication,

@@ -26,7 +26,8 @@ from db.settings import get_settings
 from db.validation import HandoffError, parse_instant
 from tasks.comms import keys
 from tasks.comms.sweeps import queue_due
-from tasks.mail.outbox import Draft, business_context, deliver, enqueue
+from tasks.mail.delivery import deliver
+from tasks.mail.outbox import Draft, business_context, enqueue
 from tasks.onboarding import records
 from tasks.onboarding.packet import assemble_packet
 

@@ -31,9 +31,10 @@ from tasks.calendar.clock import (
     parse_as_of,
 )
 from tasks.comms import keys
-from tasks.mail.outbox import DeliveryReport, Draft, business_context, enqueue
+from tasks.mail.delivery import DeliveryReport
+from tasks.mail.message import Attachment
+from tasks.mail.outbox import Draft, business_context, enqueue
 from tasks.mail.render import catalog, render_message, render_page
-from tasks.mail.transport import Attachment
 from tasks.onboarding import records
 from tasks.onboarding.records import log_event
 from tasks.reporting import charts, kpis
@@ -758,7 +759,7 @@ def deliver_due(now: dt.datetime) -> DeliveryReport:
     from db.playbook import get_playbook
     from db.session import session_factory
     from db.settings import get_settings
-    from tasks.mail.outbox import deliver
+    from tasks.mail.delivery import deliver
 
     return deliver(session_factory(), get_playbook(), get_settings(),
                    now=max(now, dt.datetime.now(dt.UTC)))

@@ -58,8 +58,8 @@ def _mail_mode(mode: str, template: Path, now: dt.datetime, repeats: int) -> dic
     from db.playbook import get_playbook
     from db.session import dispose_all, session_factory
     from db.settings import get_settings
-    from tasks.mail import outbox
-    from tasks.mail.transport import SmtpConfig, SmtpTransport
+    from tasks.mail import delivery
+    from tasks.mail.smtp import SmtpConfig, SmtpTransport
     from tests.smtp_server import LoopbackSmtp, self_signed_tls
 
     home = template.parent
@@ -95,23 +95,23 @@ def _mail_mode(mode: str, template: Path, now: dt.datetime, repeats: int) -> dic
                 self._open()
                 return super().send(msg)
 
-        original = outbox.transport_for
+        original = delivery.transport_for
 
         def outbox_run(per_message: bool) -> float:
             url = fresh_copy(template, home / "run.db")
             factory = session_factory(url)
             if per_message:
-                outbox.transport_for = lambda s: PerMessage(config)  # type: ignore[assignment]
+                delivery.transport_for = lambda s: PerMessage(config)  # type: ignore[assignment]
             try:
                 before = smtp.count_connections
                 started = time.perf_counter()
-                report = outbox.deliver(factory, playbook, settings, now=now)
+                report = delivery.deliver(factory, playbook, settings, now=now)
                 elapsed = time.perf_counter() - started
                 assert report.sent == len(bodies), report
                 connections["outbox_per_message" if per_message else "outbox_batch"] = \
                     smtp.count_connections - before
             finally:
-                outbox.transport_for = original
+                delivery.transport_for = original
                 dispose_all()
             return elapsed
 

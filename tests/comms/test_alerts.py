@@ -23,7 +23,8 @@ from db.settings import get_settings
 from tasks.comms.alerts import PREFIX
 from tasks.comms.cadences import Client, context
 from tasks.comms.keys import alert_copy
-from tasks.mail.outbox import Draft, deliver, enqueue_many
+from tasks.mail.delivery import deliver
+from tasks.mail.outbox import Draft, enqueue_many
 from tasks.onboarding import records
 from tests.factories import new_onboarding
 from tests.smtp_server import LoopbackSmtp

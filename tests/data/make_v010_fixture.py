@@ -171,7 +171,7 @@ def outbox_states(run: Callable[..., str]) -> None:
     from db.session import session_factory
     from db.settings import Settings
     from tasks.comms.sweeps import queue_due
-    from tasks.mail import outbox
+    from tasks.mail import delivery as outbox
     from tests.smtp_server import LoopbackSmtp
 
     ids = [json.loads(run(

@@ -21,7 +21,7 @@ from db.session import session_factory
 from db.settings import get_settings
 from tasks.comms.sweeps import queue_due
 from tasks.history.demo import clear_demo, load_demo
-from tasks.mail.outbox import deliver
+from tasks.mail.delivery import deliver
 from tests.factories import new_onboarding
 from tests.smtp_server import LoopbackSmtp
 

@@ -22,13 +22,15 @@ from db.session import session_factory
 from db.settings import get_settings
 from tasks.comms.cadences import Client, context
 from tasks.mail.alarm import TransportAlarm, current_alarm, on_transport_alarm
-from tasks.mail.outbox import (
+from tasks.mail.delivery import (
     BACKOFF_MINUTES,
     MAX_ATTEMPTS,
     SENDING_LEASE,
     DeliveryReport,
-    Draft,
     deliver,
+)
+from tasks.mail.outbox import (
+    Draft,
     enqueue,
     enqueue_many,
 )

@@ -1,4 +1,4 @@
-"""Tests for tasks.mail.transport against a real loopback aiosmtpd server (no mocks)."""
+"""Tests for tasks.mail (message, outcomes, smtp, transport) against a real loopback aiosmtpd server (no mocks)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.mail.transport import (
-    Attachment,
-    FileTransport,
-    OutgoingMessage,
-    SendOutcome,
-    SmtpConfig,
-    SmtpTransport,
-    Transport,
-    TransportFault,
-    build_mime,
-    classify_error,
-    message_id_for,
-)
+from tasks.mail.message import Attachment, OutgoingMessage, build_mime, message_id_for
+from tasks.mail.outcomes import SendOutcome, TransportFault, classify_error
+from tasks.mail.smtp import SmtpConfig, SmtpTransport
+from tasks.mail.transport import FileTransport, Transport
 from tests.smtp_server import LoopbackSmtp, self_signed_tls
 
 PASSWORD = "s3cr3t-Pa55word"

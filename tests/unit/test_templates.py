@@ -26,7 +26,8 @@ from db.settings import get_settings
 from db.validation import HandoffError
 from tasks.comms.cadences import Client, context
 from tasks.comms.sweeps import run_sweep
-from tasks.mail.outbox import SENDING_LEASE, Draft, business_context, deliver, enqueue
+from tasks.mail.delivery import SENDING_LEASE, deliver
+from tasks.mail.outbox import Draft, business_context, enqueue
 from tasks.mail.render import TEMPLATES, TemplateError, catalog, render_message
 from tasks.onboarding import records
 from tasks.onboarding.packet import assemble_packet

@@ -19,11 +19,11 @@ from db.lease import lease
 from db.models import MailboxCursor
 from db.playbook import Playbook
 from db.settings import Settings
+from tasks.mail.delivery import deliver
 from tasks.mail.inbox.classify import read_message
 from tasks.mail.inbox.fetch import BATCH, Fetched, MailboxConfig, open_mailbox
 from tasks.mail.inbox.match import match_message
 from tasks.mail.inbox.record import Handled, already_recorded, ignored, record_message
-from tasks.mail.outbox import deliver
 
 LEASE = "sweep:inbox"
 NOT_CONFIGURED = "HANDOFF_IMAP_HOST is not set: the inbox is not read"

@@ -1,0 +1,358 @@
+"""SMTP delivery through yagmail: one login per batch, each message one transaction.
+
+Facts about yagmail 0.15 (``yagmail/sender.py``) this module relies on:
+
+* ``yagmail.SMTP(user, password, host, port, smtp_starttls, smtp_ssl, smtp_skip_login,
+  soft_email_validation, **kwargs)`` stores ``**kwargs`` and passes them verbatim to
+  ``smtplib.SMTP(host, port, **kwargs)`` / ``smtplib.SMTP_SSL(host, port, **kwargs)``.  So
+  ``timeout=`` becomes the smtplib socket timeout, and ``context=`` is accepted only with
+  ``smtp_ssl=True`` (``smtplib.SMTP`` has no ``context`` parameter).
+* ``smtp_ssl`` defaults to ``True``; we always pass it explicitly.
+* ``smtp_starttls`` may be a dict: yagmail then calls ``smtp.starttls(**smtp_starttls)``, so
+  ``{"context": ctx}`` gives STARTTLS a verifying context.  Without it smtplib's
+  ``starttls()``/``SMTP_SSL`` would use ``ssl._create_stdlib_context()``, which does NOT
+  verify certificates.
+* ``SMTP.login()`` opens the connection (connect, EHLO, STARTTLS, EHLO, AUTH) and stores it
+  as ``.smtp`` (a plain ``smtplib.SMTP``); it does not send anything.
+* A string ``user`` without ``@`` gets ``"@gmail.com"`` appended; a one-entry dict
+  ``{user: alias}`` is taken verbatim, so we pass the username as ``{username: username}``
+  and disable ``soft_email_validation`` (it rejects non-address usernames such as ``apikey``).
+* ``password=None`` makes yagmail ask the keyring / prompt on a TTY; we never pass ``None``
+  unless ``smtp_skip_login=True`` (and a username without a password is a config error).
+* ``SMTP.send()`` is not used: it builds its own MIME (first content string only, HTML as the
+  text part, Message-ID derived from From/To/Subject) and retries ``sendmail`` up to three
+  times on ``SMTPServerDisconnected``, which can deliver a message twice.  We drive our own
+  ``EmailMessage`` through MAIL, RCPT and DATA on ``.smtp``, exactly once per call.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.utils
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from ssl import SSLContext
+from typing import Any
+
+import yagmail
+
+from tasks.mail.message import OutgoingMessage, ascii_domain, build_mime, smtp_data
+from tasks.mail.outcomes import (
+    SendOutcome,
+    SendResult,
+    TransportFault,
+    classify_error,
+    connection_fault,
+    decode_reply,
+    describe,
+    is_connection_error,
+)
+from tasks.mail.transport import Transport
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """SMTP connection settings; ``sender`` is the envelope sender (MAIL FROM / bounces)."""
+
+    host: str
+    port: int = 587
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    starttls: bool = True
+    ssl: bool = False
+    verify_tls: bool = True
+    timeout: float = 30.0  # waiting for one reply once connected (the reply after the dot too)
+    connect_timeout: float = 10.0  # TCP connect, greeting, EHLO, STARTTLS and AUTH, each
+    sender: str = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        """Reject configurations that would make yagmail fall back to keyring/prompting."""
+        if not self.host:
+            raise ValueError("SMTP host must not be empty")
+        if self.username and self.password is None:
+            raise ValueError("SMTP username given without a password")
+        if self.timeout <= 0 or self.connect_timeout <= 0:
+            raise ValueError(f"SMTP timeouts must be positive, got {self.timeout!r} and "
+                             f"{self.connect_timeout!r}")
+
+    def __repr__(self) -> str:
+        """Return a repr with the password masked."""
+        secret = "'***'" if self.password is not None else "None"
+        return (
+            f"SmtpConfig(host={self.host!r}, port={self.port!r}, username={self.username!r}, "
+            f"password={secret}, starttls={self.starttls!r}, ssl={self.ssl!r}, "
+            f"verify_tls={self.verify_tls!r}, timeout={self.timeout!r}, "
+            f"connect_timeout={self.connect_timeout!r}, sender={self.sender!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def login_required(self) -> bool:
+        """Return True when AUTH should be performed."""
+        return bool(self.username)
+
+    def tls_context(self) -> SSLContext:
+        """Return the client TLS context (verifying unless ``verify_tls`` is False)."""
+        ctx = ssl.create_default_context()
+        if not self.verify_tls:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+class SmtpTransport(Transport):
+    """SMTP transport: one yagmail connection (one login) per batch, reopened at most once.
+
+    Each message is one SMTP transaction driven step by step, so every outcome is decided by
+    what is known: a refusal at MAIL, RCPT or DATA is followed by RSET before the next
+    transaction; a connection lost before the final dot is TRANSIENT (the server discards an
+    unfinished message); no reply after the final dot is UNCERTAIN (the server may have taken
+    it) and is never re-sent. Opening costs at most ``connect_timeout`` per step and happens at
+    most ``1 + max_reopens`` times per batch, however many messages are waiting.
+    """
+
+    def __init__(self, config: SmtpConfig, *, max_reopens: int = 1) -> None:
+        """Store the configuration; nothing is opened until ``__enter__``."""
+        self.config = config
+        self.max_reopens = max_reopens
+        self.connections_opened = 0
+        self._yag: Any = None
+        self._fatal: tuple[SendOutcome, str, TransportFault] | None = None
+        self._reopens_left = max_reopens
+        self._used = False
+        self._secrets = self._secret_forms(config)
+
+    @staticmethod
+    def _secret_forms(config: SmtpConfig) -> tuple[str, ...]:
+        """Return the password and its base64 AUTH encodings, for redaction."""
+        pw = config.password
+        if not pw:
+            return ()
+        user = config.username or ""
+        raw = pw.encode("utf-8")
+        forms = {
+            pw,
+            base64.b64encode(raw).decode("ascii"),
+            base64.b64encode(f"\0{user}\0{pw}".encode()).decode("ascii"),
+            base64.b64encode(f"{user}\0{user}\0{pw}".encode()).decode("ascii"),
+        }
+        return tuple(sorted(forms, key=len, reverse=True))
+
+    def _redact(self, text: str) -> str:
+        """Remove every form of the password from ``text``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _error(self, exc: BaseException, context: str = "") -> str:
+        """Return a redacted error description."""
+        prefix = f"{context}: " if context else ""
+        return self._redact(prefix + describe(exc))
+
+    @property
+    def envelope_sender(self) -> str:
+        """Return the bare MAIL FROM address from the config."""
+        return email.utils.parseaddr(self.config.sender)[1]
+
+    def _new_yag(self) -> Any:
+        """Create (without connecting) a yagmail.SMTP object for this config."""
+        cfg = self.config
+        kwargs: dict[str, Any] = {"timeout": cfg.connect_timeout}
+        if cfg.ssl:
+            kwargs["context"] = cfg.tls_context()
+            starttls: bool | dict[str, Any] = False
+        elif cfg.starttls:
+            starttls = {"context": cfg.tls_context()}
+        else:
+            starttls = False
+        login_name = cfg.username if cfg.login_required else self.envelope_sender
+        yag = yagmail.SMTP(
+            user={login_name or "": login_name or ""},
+            password=cfg.password if cfg.login_required else None,
+            host=cfg.host,
+            port=cfg.port,
+            smtp_starttls=starttls,
+            smtp_ssl=cfg.ssl,
+            smtp_skip_login=not cfg.login_required,
+            soft_email_validation=False,
+            **kwargs,
+        )
+        yag.set_logging(None)
+        return yag
+
+    def _open(self) -> None:
+        """Connect, STARTTLS and log in once (short timeouts); raises on failure."""
+        yag = self._new_yag()
+        try:
+            yag.login()
+            smtp = yag.smtp
+            smtp.ehlo_or_helo_if_needed()
+            smtp.timeout = self.config.timeout  # from here on: waiting for replies
+            smtp.sock.settimeout(self.config.timeout)
+        except BaseException:
+            self._discard(yag)
+            raise
+        self._yag = yag
+        self._used = False
+        self.connections_opened += 1
+
+    @staticmethod
+    def _discard(yag: Any) -> None:
+        """Close a yagmail connection without QUIT, ignoring errors."""
+        if yag is None:
+            return
+        yag.is_closed = True
+        smtp = getattr(yag, "smtp", None)
+        if smtp is not None:
+            with contextlib.suppress(Exception):
+                smtp.close()
+
+    def _drop(self) -> None:
+        """Forget the current connection (its state is unknown); the next send reopens."""
+        self._discard(self._yag)
+        self._yag = None
+
+    def _open_or_remember(self, context: str) -> None:
+        """Open a connection; on failure remember why, for every later send of this batch."""
+        try:
+            self._open()
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            outcome, fault = connection_fault(exc)
+            self._fatal = (outcome, self._error(exc, context), fault)
+
+    def open(self) -> None:
+        """Open the batch connection; on failure every send reports why, without raising."""
+        self._fatal = None
+        self._reopens_left = self.max_reopens
+        self._open_or_remember("connect failed")
+
+    def close(self) -> None:
+        """Send QUIT and close the connection."""
+        yag, self._yag = self._yag, None
+        if yag is None:
+            return
+        yag.is_closed = True
+        smtp = getattr(yag, "smtp", None)
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except Exception:
+            self._discard(yag)
+
+    def _alive(self) -> bool:
+        """Return True if the current connection answers NOOP."""
+        smtp = getattr(self._yag, "smtp", None)
+        if smtp is None or getattr(smtp, "sock", None) is None:
+            return False
+        if not self._used:
+            return True
+        try:
+            code, _ = smtp.noop()
+        except (smtplib.SMTPException, OSError):
+            return False
+        return code == 250
+
+    def _ensure_connection(self) -> None:
+        """Make sure a live connection exists, reopening once if needed (else ``_fatal``)."""
+        if self._fatal is not None:
+            return
+        if self._yag is not None and self._alive():
+            return
+        self._drop()
+        if self._reopens_left <= 0:
+            self._fatal = (SendOutcome.TRANSIENT, "connection lost and reopen budget exhausted",
+                           TransportFault.UNREACHABLE)
+            return
+        self._reopens_left -= 1
+        self._open_or_remember("reconnect failed")
+
+    def send(self, msg: OutgoingMessage) -> SendResult:
+        """Send one message at most once over the batch connection and classify the result."""
+        message_id = msg.message_id
+        try:
+            mime = build_mime(msg)
+            recipients = [ascii_domain(rcpt) for rcpt in msg.recipients]
+        except (ValueError, TypeError) as exc:
+            return SendResult(msg.key, SendOutcome.PERMANENT, message_id, self._error(exc))
+        self._ensure_connection()
+        if self._fatal is not None:
+            outcome, error, fault = self._fatal
+            return SendResult(msg.key, outcome, message_id, error, fault)
+        self._used = True
+        return self._transact(msg.key, message_id, mime, recipients)
+
+    def _refused(self, key: str, message_id: str, step: str, code: int,
+                 reply: bytes | str) -> SendResult:
+        """A refused transaction: RSET it (or drop the connection), then say what it means."""
+        error = self._redact(f"{step} refused: {code} {decode_reply(reply)}")
+        if code == 421:  # the server is closing the connection
+            self._drop()
+        else:
+            try:
+                self._yag.smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+        if step == "MAIL FROM" and code >= 500:
+            # The envelope sender is refused (or login is required): no message will pass.
+            self._fatal = (SendOutcome.HELD, error, TransportFault.REFUSED)
+            return SendResult(key, SendOutcome.HELD, message_id, error, TransportFault.REFUSED)
+        outcome = SendOutcome.PERMANENT if code >= 500 else SendOutcome.TRANSIENT
+        return SendResult(key, outcome, message_id, error)
+
+    def _transact(self, key: str, message_id: str, mime: EmailMessage,
+                  recipients: list[str]) -> SendResult:
+        """MAIL, RCPT, DATA, the message, the final dot; each reply decides what happens."""
+        smtp = self._yag.smtp
+        sender = ascii_domain(self.envelope_sender or email.utils.parseaddr(mime["From"])[1])
+        utf8 = not all(addr.isascii() for addr in (sender, *recipients))
+        if utf8 and not smtp.has_extn("smtputf8"):
+            return SendResult(key, SendOutcome.PERMANENT, message_id,
+                              "an address has a non-ASCII local part and the server does not "
+                              "offer SMTPUTF8: " + ", ".join(a for a in recipients
+                                                             if not a.isascii()))
+        try:
+            data = smtp_data(mime, utf8=utf8)
+            code, reply = smtp.mail(sender, ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else [])
+            if code != 250:
+                return self._refused(key, message_id, "MAIL FROM", code, reply)
+            refused: dict[str, tuple[int, bytes]] = {}
+            for rcpt in recipients:
+                code, reply = smtp.rcpt(rcpt)
+                if code == 421:
+                    return self._refused(key, message_id, f"RCPT TO {rcpt}", code, reply)
+                if code not in (250, 251):
+                    refused[rcpt] = (code, reply)
+            if len(refused) == len(recipients):
+                codes = [c for c, _ in refused.values()]
+                worst = min(codes) if any(c < 500 for c in codes) else codes[0]
+                details = "; ".join(f"{r}: {c} {decode_reply(t)}" for r, (c, t) in refused.items())
+                return self._refused(key, message_id, "RCPT TO", worst,
+                                     details.split(": ", 1)[1] if len(refused) == 1 else details)
+            code, reply = smtp.docmd("DATA")
+            if code != 354:
+                return self._refused(key, message_id, "DATA", code, reply)
+            smtp.send(data)
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            # Before the final dot was handed over: the server keeps nothing of it.
+            if is_connection_error(exc):
+                self._drop()
+            return SendResult(key, classify_error(exc), message_id, self._error(exc))
+        try:
+            code, reply = smtp.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            return SendResult(key, SendOutcome.UNCERTAIN, message_id,
+                              self._error(exc, "no reply after the message was handed over"))
+        if code != 250:
+            return self._refused(key, message_id, "message", code, reply)
+        if refused:
+            # Accepted for some recipients: a retry would duplicate, so this counts as sent.
+            details = "; ".join(f"{r}: {c} {decode_reply(t)}" for r, (c, t) in refused.items())
+            return SendResult(key, SendOutcome.SENT, message_id,
+                              self._redact(f"partially refused: {details}"))
+        return SendResult(key, SendOutcome.SENT, message_id, None)
