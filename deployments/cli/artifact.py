@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deployments.cli.common import (
-    AtOpt,
-    ByOpt,
-    JsonOpt,
-    emit,
-    guarded,
-    happened,
-    nudge,
-    transaction,
-)
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, record_fact
 from tasks.onboarding import records
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from sqlalchemy.orm import Session
+
+    from db.playbook import Playbook
 
 app = typer.Typer()
 
@@ -33,13 +31,17 @@ def artifact_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Record that artifacts or checklist items exist (all of them, or none)."""
-    recorded_at = happened(at)
-    results = []
-    with transaction() as (session, playbook):
+
+    def write(session: Session, playbook: Playbook,
+              recorded_at: dt.datetime) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
         for key in keys:
             artifact, created = records.record_artifact(session, playbook, onboarding_id, key,
                                                         by=by, at=recorded_at, note=note)
             results.append({"key": key, "created": created, "recorded_at": artifact.recorded_at})
+        return results
+
+    results = record_fact(at, write)
     flow = nudge(onboarding_id)
     lines = [f"{r['key']} {'recorded' if r['created'] else 'was already recorded'} for "
              f"onboarding {onboarding_id}" for r in results]

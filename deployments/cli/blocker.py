@@ -6,16 +6,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.common import (
-    AtOpt,
-    ByOpt,
-    JsonOpt,
-    emit,
-    guarded,
-    happened,
-    nudge,
-    transaction,
-)
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, record_fact
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -35,12 +26,9 @@ def blocker_open(
     as_json: JsonOpt = False,
 ) -> None:
     """Open a blocker."""
-    opened_at = happened(at)
-    with transaction() as (session, playbook):
-        blocker = records.open_blocker(session, playbook, onboarding_id, blocker_type,
-                                       critical=critical, note=note, by=by, at=opened_at,
-                                       affects_timeline=affects_timeline)
-        blocker_id = blocker.id
+    blocker_id = record_fact(at, lambda session, playbook, opened_at: records.open_blocker(
+        session, playbook, onboarding_id, blocker_type, critical=critical, note=note, by=by,
+        at=opened_at, affects_timeline=affects_timeline).id)
     emit(as_json, {"blocker": blocker_id, "onboarding": onboarding_id, "type": blocker_type},
          f"blocker {blocker_id} ({blocker_type}{', critical' if critical else ''}) opened "
          f"for onboarding {onboarding_id}")
@@ -56,11 +44,8 @@ def blocker_resolve(
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve a blocker."""
-    resolved_at = happened(at)
-    with transaction() as (session, playbook):
-        blocker = records.resolve_blocker(session, playbook, blocker_id, by=by, at=resolved_at,
-                                          note=note)
-        onboarding_id = blocker.onboarding_id
+    onboarding_id = record_fact(at, lambda session, playbook, resolved_at: records.resolve_blocker(
+        session, playbook, blocker_id, by=by, at=resolved_at, note=note).onboarding_id)
     flow = nudge(onboarding_id)
     emit(as_json, {"blocker": blocker_id, "resolved": True, "flow": flow},
          f"blocker {blocker_id} resolved\nflow: {flow}")

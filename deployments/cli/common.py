@@ -29,6 +29,7 @@ AtOpt = Annotated[str | None, typer.Option("--at", help="When it happened (ISO 8
                                            "now; no offset = playbook timezone).")]
 ByOpt = Annotated[str, typer.Option("--by", help="Who recorded it.")]
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 BUSY = "the database is busy; nothing was recorded, try again"
@@ -150,6 +151,16 @@ def happened(value: str | None, field: str = "--at") -> dt.datetime:
     from tasks.onboarding.records import check_happened
 
     return check_happened(get_playbook(), when(value, field), field)
+
+
+def record_fact(at: str | None, write: Callable[[Session, Playbook, dt.datetime], T]) -> T:
+    """Record a fact that happened `at` (default now, never in the future): the time is checked
+    and everything prepared before the transaction, so `write(session, playbook, at)` runs with
+    the write lock held for milliseconds. `write` returns plain values (ids, not rows: rows
+    expire when the transaction commits)."""
+    happened_at = happened(at)
+    with transaction() as (session, playbook):
+        return write(session, playbook, happened_at)
 
 
 def nudge(onboarding_id: int) -> str:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.common import AtOpt, JsonOpt, emit, guarded, happened, transaction
+from deployments.cli.common import AtOpt, JsonOpt, emit, guarded, record_fact
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -24,11 +24,8 @@ def decision_record(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a decision reserved to the founder."""
-    decided_at = happened(at)
-    with transaction() as (session, playbook):
-        row = records.record_founder_decision(session, playbook, boundary=boundary,
-                                              decision=decision, decided_by=by,
-                                              onboarding_id=onboarding_id, at=decided_at)
-        row_id = row.id
+    row_id = record_fact(at, lambda session, playbook, decided_at: records.record_founder_decision(
+        session, playbook, boundary=boundary, decision=decision, decided_by=by,
+        onboarding_id=onboarding_id, at=decided_at).id)
     emit(as_json, {"decision": row_id, "boundary": boundary},
          f"decision {row_id} recorded ({boundary})")

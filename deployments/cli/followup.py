@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, happened, transaction
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, record_fact
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -25,9 +25,6 @@ def followup_log(
     as_json: JsonOpt = False,
 ) -> None:
     """Log a client follow-up request (or a reply, or a clarification request)."""
-    logged_at = happened(at)
-    with transaction() as (session, _playbook):
-        row = records.log_client_response(session, onboarding_id, kind=kind, template=template,
-                                          note=note, at=logged_at, by=by)
-        row_id = row.id
+    row_id = record_fact(at, lambda session, _playbook, logged_at: records.log_client_response(
+        session, onboarding_id, kind=kind, template=template, note=note, at=logged_at, by=by).id)
     emit(as_json, {"id": row_id, "kind": kind}, f"{kind} {row_id} logged")

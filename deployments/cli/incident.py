@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, happened, transaction
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, record_fact
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -23,9 +23,6 @@ def incident_log(
     as_json: JsonOpt = False,
 ) -> None:
     """Log a delivery incident after handoff."""
-    logged_at = happened(at)
-    with transaction() as (session, _playbook):
-        row = records.log_incident(session, onboarding_id, severity=severity, note=note,
-                                   at=logged_at, by=by)
-        row_id = row.id
+    row_id = record_fact(at, lambda session, _playbook, logged_at: records.log_incident(
+        session, onboarding_id, severity=severity, note=note, at=logged_at, by=by).id)
     emit(as_json, {"incident": row_id}, f"incident {row_id} logged")

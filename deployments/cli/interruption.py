@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from db.validation import HandoffError
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, happened, transaction
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, record_fact
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -31,11 +31,8 @@ def interruption_log(
     """Count one founder interruption."""
     if avoidable is None:
         raise HandoffError("say --avoidable or --required")
-    logged_at = happened(at)
-    with transaction() as (session, playbook):
-        row = records.log_interruption(session, playbook, category=category, avoidable=avoidable,
-                                       onboarding_id=onboarding_id, lane=lane, note=note,
-                                       at=logged_at, by=by)
-        row_id = row.id
+    row_id = record_fact(at, lambda session, playbook, logged_at: records.log_interruption(
+        session, playbook, category=category, avoidable=avoidable, onboarding_id=onboarding_id,
+        lane=lane, note=note, at=logged_at, by=by).id)
     emit(as_json, {"interruption": row_id, "category": category, "avoidable": avoidable},
          f"interruption {row_id} logged ({category}, {'avoidable' if avoidable else 'required'})")

@@ -7,16 +7,7 @@ from typing import Annotated
 import typer
 
 from db.validation import HandoffError
-from deployments.cli.common import (
-    AtOpt,
-    ByOpt,
-    JsonOpt,
-    emit,
-    guarded,
-    happened,
-    nudge,
-    transaction,
-)
+from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, record_fact
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -36,11 +27,8 @@ def qa_record(
     """Record a QA check (--pass or --fail --reason)."""
     if passed is None:
         raise HandoffError("say --pass or --fail")
-    checked_at = happened(at)
-    with transaction() as (session, _playbook):
-        review = records.record_qa(session, onboarding_id, passed=passed, reason=reason, by=by,
-                                   at=checked_at)
-        review_id = review.id
+    review_id = record_fact(at, lambda session, _playbook, checked_at: records.record_qa(
+        session, onboarding_id, passed=passed, reason=reason, by=by, at=checked_at).id)
     flow = nudge(onboarding_id)
     emit(as_json, {"qa": review_id, "passed": passed, "flow": flow},
          f"QA {'passed' if passed else 'failed'} recorded for onboarding {onboarding_id}\n"
