@@ -164,7 +164,7 @@ def notify_delivery_problem(session: Session, playbook: Playbook, row: Communica
                             extra: dict[str, Any] | None = None) -> None:
     """Tell the owner (their backup while they are away) that a message did not get through.
 
-    `reason` is refused (a 5xx), unreachable (transient failures until MAX_ATTEMPTS),
+    `reason` is refused (a 5xx), unreachable (transient failures until the last attempt),
     uncertain (a crash mid-send) or bounced (a delivery-status notification came back, `extra`
     names the bad address); the notice says what to do in each case.
     """

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -211,3 +212,41 @@ def test_runner_killed_mid_run_is_crashed_and_restarted(faults: FaultStack) -> N
     assert "message welcome" in status
     assert stage_of(faults, ob_id) == "intake_completion:active"  # no stage skipped
 
+
+
+def prefect_events(stack: Stack, name: str) -> list[dict[str, Any]]:
+    response = httpx.post(f"{stack.api_url}/events/filter", headers=AUTH_HEADER, timeout=10,
+                          json={"filter": {"event": {"name": [name]}}, "limit": 50})
+    assert response.status_code == 200, response.text
+    return response.json()["events"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.flow
+def test_a_refused_smtp_login_in_a_served_run_is_a_prefect_event_raised_once_and_cleared(
+        faults: FaultStack) -> None:
+    # The transport alarm reaches Prefect, where an automation can notify people without the
+    # failing mail server: raised by the run that met the 535, cleared by the next pass.
+    faults.smtp.password = "rotated-by-the-provider"  # handoff's password no longer works
+    try:
+        ob_id, run_id = onboard(faults, "Lockout LLC")
+        wait_until("the alarm is a Prefect event", lambda: prefect_events(
+            faults, "handoff.transport-alarm.raised"), timeout=180)
+        wait_until("suspended", lambda: authed_state(faults, run_id)["name"] == "Suspended")
+    finally:
+        faults.smtp.password = "smtp-pw-never-logged"
+    (raised,) = prefect_events(faults, "handoff.transport-alarm.raised")
+    assert raised["resource"]["prefect.resource.id"] == "handoff.mail-transport"
+    assert raised["payload"]["fault"] == "auth" and "535" in raised["payload"]["detail"]
+    assert "smtp-pw-never-logged" not in str(raised)
+    assert f"prefect.flow-run.{run_id}" in {r["prefect.resource.id"] for r in raised["related"]}
+    assert "MAIL IS NOT GOING OUT" in faults.cli("status", str(ob_id)).stdout
+
+    with temporary_settings(updates={PREFECT_API_URL: faults.api_url,
+                                     PREFECT_API_AUTH_STRING: AUTH}):
+        sweep = str(run_deployment("reminder-sweep/reminder-sweep", timeout=0).id)  # type: ignore[union-attr]
+    wait_until("cleared by the next pass", lambda: prefect_events(
+        faults, "handoff.transport-alarm.cleared"), timeout=180)
+    (cleared,) = prefect_events(faults, "handoff.transport-alarm.cleared")
+    assert f"prefect.flow-run.{sweep}" in {r["prefect.resource.id"] for r in cleared["related"]}
+    assert len(prefect_events(faults, "handoff.transport-alarm.raised")) == 1
+    assert any("welcome" in s.lower() for s in mail_to(faults, "Lockout LLC"))  # held, then sent
