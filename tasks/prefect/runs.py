@@ -92,7 +92,10 @@ def unreachable_note() -> str:
 
 
 def no_answer(exc: BaseException) -> str:
-    """Prefect took the call but did not answer it in time (or failed it)."""
+    """Prefect took the call but did not answer it in time, or answered with an error."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):  # it answered, with an error (a busy server says 503)
+        return f"Prefect server at {configure_prefect_client()} answered HTTP {status}"
     return (f"Prefect server at {configure_prefect_client()} did not answer within "
             f"{get_settings().prefect_timeout:g} s ({type(exc).__name__})")
 
