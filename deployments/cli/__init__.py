@@ -7,13 +7,15 @@ whole tree (and a module can be imported only when its command runs).
 
 from __future__ import annotations
 
+import ast
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 # `handoff COMMAND`: top-level commands, by the module whose `app` defines them.
 COMMANDS = {
@@ -43,7 +45,6 @@ GROUPS = {
     "intake": ("intake", "The intake questionnaire a client fills in through the portal."),
     "inbox": ("inbox", "The onboarding mailbox: client replies, auto-replies, bounces."),
 }
-
 
 
 class OneLineErrors(TyperGroup):
@@ -77,9 +78,44 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+class LazyCommands(OneLineErrors):
+    """The `handoff` group whose commands are imported only when one of them runs: a record
+    command pays for SQLAlchemy and the playbook, not for Prefect, the calendar or the charts of
+    every other command. `handoff --help` lists them all without importing any."""
+
+    _listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """Every command and group, in the tables' order."""
+        return [*COMMANDS, *GROUPS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The command, built from its module on first use (a help-only stand-in while the
+        top-level help is being listed)."""
+        if cmd_name not in self.commands and (cmd_name in COMMANDS or cmd_name in GROUPS):
+            if self._listing:
+                return TyperCommand(cmd_name, help=command_help(cmd_name))
+            self.commands[cmd_name] = resolve(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """The top-level help: every command's one-line help, no command module imported."""
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
 app = typer.Typer(help="handoff: client onboarding from 'deal closed' to 'ready to deliver'.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                  cls=OneLineErrors)
+                  cls=LazyCommands)
+
+
+@app.callback()
+def _handoff() -> None:
+    """Nothing to do before a command runs (Typer needs a callback on a group that has no
+    commands until one is asked for)."""
 
 
 def group_app(module: str) -> typer.Typer:
@@ -88,10 +124,30 @@ def group_app(module: str) -> typer.Typer:
     return sub
 
 
-for _module in dict.fromkeys(COMMANDS.values()):
-    app.add_typer(group_app(_module))
-for _name, (_module, _help) in GROUPS.items():
-    app.add_typer(group_app(_module), name=_name, help=_help, no_args_is_help=True)
+def resolve(name: str) -> Any:
+    """The Click command `handoff NAME` runs, composed from its module exactly as an eager
+    `add_typer` of every module would compose it."""
+    holder = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+    if name in COMMANDS:
+        holder.add_typer(group_app(COMMANDS[name]))
+    else:
+        module, help_text = GROUPS[name]
+        holder.add_typer(group_app(module), name=name, help=help_text, no_args_is_help=True)
+    return typer.main.get_group(holder).commands[name]
+
+
+def command_help(name: str) -> str:
+    """A command's help as `handoff --help` lists it: a group's line from GROUPS, a top-level
+    command's docstring read from its module's source (parsing is cheap; importing is not)."""
+    if name in GROUPS:
+        return GROUPS[name][1]
+    source = Path(__file__).with_name(f"{COMMANDS[name]}.py").read_text(encoding="utf-8")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef) and any(
+                isinstance(d, ast.Call) and d.args and isinstance(d.args[0], ast.Constant)
+                and d.args[0].value == name for d in node.decorator_list):
+            return ast.get_docstring(node) or ""
+    return ""
 
 
 def main() -> None:
