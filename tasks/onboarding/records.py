@@ -31,7 +31,7 @@ from db.models import (
     SlaException,
     utcnow,
 )
-from db.playbook import Gate, Playbook
+from db.playbook import Playbook
 from db.validation import (
     MAX_ID,
     GuardrailError,
@@ -44,6 +44,7 @@ from db.validation import (
     one_of,
 )
 from tasks.calendar.clock import due_after
+from tasks.onboarding.exits import ExitFacts, exit_facts, exit_problems_of, missing_of
 
 TERMS_KEY, SCOPE_KEY = "deal_terms_confirmed", "scope_and_timeline_captured"
 
@@ -204,15 +205,7 @@ def recorded_keys(session: Session, onboarding_id: int) -> set[str]:
 
 def missing_items(session: Session, playbook: Playbook, onboarding: Onboarding) -> list[str]:
     """Required items of the current stage that are not recorded yet, in playbook order."""
-    have = recorded_keys(session, onboarding.id)
-    return [i.key for i in playbook.required_items(onboarding.stage) if i.key not in have]
-
-
-def latest_qa(session: Session, onboarding_id: int) -> QaReview | None:
-    """The most recent QA review, if any."""
-    stmt = (select(QaReview).where(QaReview.onboarding_id == onboarding_id)
-            .order_by(QaReview.at.desc(), QaReview.id.desc()).limit(1))
-    return session.scalars(stmt).first()
+    return missing_of(playbook, onboarding.stage, recorded_keys(session, onboarding.id))
 
 
 def open_blockers(session: Session, onboarding_id: int) -> list[Blocker]:
@@ -223,26 +216,13 @@ def open_blockers(session: Session, onboarding_id: int) -> list[Blocker]:
 
 
 def exit_problems(session: Session, playbook: Playbook, onboarding: Onboarding) -> list[str]:
-    """Why the client may not leave its current stage yet; empty when it may."""
+    """Why the client may not leave its current stage yet; empty when it may (the rule is
+    tasks/onboarding/exits.py, which reconcile applies to every client at once)."""
     if onboarding.status != "active":
         return [f"onboarding {onboarding.id} is {onboarding.status}, not active"]
-    problems = []
-    missing = missing_items(session, playbook, onboarding)
-    if missing:
-        problems.append(f"missing artifacts {', '.join(missing)}")
-    gates = playbook.stage(onboarding.stage).gates
-    if Gate.QA_PASSED in gates:
-        qa = latest_qa(session, onboarding.id)
-        if qa is None:
-            problems.append("no QA check recorded ('handoff qa record ID --pass')")
-        elif not qa.passed:
-            problems.append(f"latest QA check failed ({qa.reason or 'no reason given'})")
-    if Gate.NO_OPEN_CRITICAL_BLOCKER in gates:
-        critical = [b for b in open_blockers(session, onboarding.id) if b.critical]
-        if critical:
-            ids = ", ".join(f"#{b.id} {b.type}" for b in critical)
-            problems.append(f"critical blocker open ({ids})")
-    return problems
+    facts = exit_facts(session, playbook, select(Onboarding.id).where(
+        Onboarding.id == onboarding.id), stages=[onboarding.stage])
+    return exit_problems_of(playbook, onboarding.stage, facts.get(onboarding.id, ExitFacts()))
 
 
 def advance(session: Session, playbook: Playbook, onboarding_id: int, *, actor: str,

@@ -13,6 +13,7 @@ from db.models import Event, Onboarding
 from db.playbook import get_playbook
 from db.session import transaction
 from tasks.onboarding import records
+from tasks.onboarding.exits import active_exit_problems
 from tasks.prefect.runs import WAITING, prefect_settings, remember_run
 
 DEAD = {"CANCELLED", "CRASHED", "FAILED"}
@@ -32,15 +33,18 @@ class ReconcileReport:
 
 
 def _active() -> list[tuple[int, str | None, bool, int]]:
-    """(id, flow_run_id, exit condition met, restarts so far) for every active onboarding."""
+    """(id, flow_run_id, exit condition met, restarts so far) for every active onboarding, in
+    a fixed number of statements whatever their number."""
     playbook = get_playbook()
     with transaction() as session:
-        rows = list(session.scalars(select(Onboarding).where(Onboarding.status == "active")))
+        runs = dict(session.execute(select(Onboarding.id, Onboarding.flow_run_id)
+                                    .where(Onboarding.status == "active")).tuples().all())
+        problems = active_exit_problems(session, playbook)
         restarts: dict[int | None, int] = dict(session.execute(  # type: ignore[arg-type]
             select(Event.onboarding_id, func.count()).where(Event.kind == "flow_run_restarted")
             .group_by(Event.onboarding_id)).all())
-        return [(ob.id, ob.flow_run_id, not records.exit_problems(session, playbook, ob),
-                 int(restarts.get(ob.id, 0))) for ob in rows]
+    return [(onboarding_id, run_id, not problems.get(onboarding_id, ["not active any more"]),
+             int(restarts.get(onboarding_id, 0))) for onboarding_id, run_id in runs.items()]
 
 
 def reconcile_runs() -> ReconcileReport:

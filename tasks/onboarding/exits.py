@@ -1,0 +1,92 @@
+"""When a client may leave its current stage: one rule, over facts read for one client or for all
+active clients in a fixed number of statements (reconcile asks for every client at once).
+
+The rule (`exit_problems_of`) reads only `ExitFacts`; `exit_facts` reads those facts for any set
+of onboardings, so the per-client check and the set-based one cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from db.models import Artifact, Blocker, Onboarding, QaReview
+from db.playbook import Gate, Playbook
+
+
+@dataclass
+class ExitFacts:
+    """What the exit rule reads of one client."""
+
+    have: set[str] = field(default_factory=set)  # artifact and checklist keys recorded
+    qa: tuple[bool, str | None] | None = None  # the latest QA check: (passed, reason)
+    critical: list[tuple[int, str]] = field(default_factory=list)  # open critical (id, type)
+
+
+def missing_of(playbook: Playbook, stage_key: str, have: set[str]) -> list[str]:
+    """Required items of the stage that are not in `have`, in playbook order."""
+    return [i.key for i in playbook.required_items(stage_key) if i.key not in have]
+
+
+def exit_problems_of(playbook: Playbook, stage_key: str, facts: ExitFacts) -> list[str]:
+    """Why a client with these facts may not leave `stage_key` yet; empty when it may."""
+    problems = []
+    missing = missing_of(playbook, stage_key, facts.have)
+    if missing:
+        problems.append(f"missing artifacts {', '.join(missing)}")
+    gates = playbook.stage(stage_key).gates
+    if Gate.QA_PASSED in gates:
+        if facts.qa is None:
+            problems.append("no QA check recorded ('handoff qa record ID --pass')")
+        elif not facts.qa[0]:
+            problems.append(f"latest QA check failed ({facts.qa[1] or 'no reason given'})")
+    if Gate.NO_OPEN_CRITICAL_BLOCKER in gates and facts.critical:
+        ids = ", ".join(f"#{blocker_id} {kind}" for blocker_id, kind in facts.critical)
+        problems.append(f"critical blocker open ({ids})")
+    return problems
+
+
+def exit_facts(session: Session, playbook: Playbook, scope: Select[tuple[int]],
+               stages: Iterable[str] | None = None) -> dict[int, ExitFacts]:
+    """ExitFacts of the onboardings `scope` selects (a select of Onboarding.id), in at most
+    three statements whatever their number. `stages`, when known, are the only stages they can
+    be in: a gate none of them has is not read."""
+    keys = {s.key for s in playbook.stages} if stages is None else set(stages)
+    facts: dict[int, ExitFacts] = {}
+    for onboarding_id, key in session.execute(
+            select(Artifact.onboarding_id, Artifact.key).where(Artifact.onboarding_id.in_(scope))):
+        facts.setdefault(onboarding_id, ExitFacts()).have.add(key)
+    qa_gated = [k for k in keys if Gate.QA_PASSED in playbook.stage(k).gates]
+    if qa_gated:
+        latest: dict[int, tuple[dt.datetime, int]] = {}
+        for onboarding_id, review_id, at, passed, reason in session.execute(
+                select(QaReview.onboarding_id, QaReview.id, QaReview.at, QaReview.passed,
+                       QaReview.reason)
+                .where(QaReview.onboarding_id.in_(scope.where(Onboarding.stage.in_(qa_gated))))):
+            if onboarding_id not in latest or (at, review_id) > latest[onboarding_id]:
+                latest[onboarding_id] = (at, review_id)
+                facts.setdefault(onboarding_id, ExitFacts()).qa = (passed, reason)
+    blocker_gated = [k for k in keys if Gate.NO_OPEN_CRITICAL_BLOCKER in playbook.stage(k).gates]
+    if blocker_gated:
+        for onboarding_id, blocker_id, kind in session.execute(
+                select(Blocker.onboarding_id, Blocker.id, Blocker.type)
+                .where(Blocker.onboarding_id.in_(scope.where(Onboarding.stage.in_(blocker_gated))),
+                       Blocker.resolved_at.is_(None), Blocker.critical.is_(True))
+                .order_by(Blocker.opened_at, Blocker.id)):
+            facts.setdefault(onboarding_id, ExitFacts()).critical.append((blocker_id, kind))
+    return facts
+
+
+def active_exit_problems(session: Session, playbook: Playbook) -> dict[int, list[str]]:
+    """Every active onboarding's exit problems (empty: it may leave its stage), in a fixed
+    number of statements whatever the number of clients."""
+    active = list(session.execute(select(Onboarding.id, Onboarding.stage)
+                                  .where(Onboarding.status == "active")))
+    facts = exit_facts(session, playbook,
+                       select(Onboarding.id).where(Onboarding.status == "active"))
+    return {onboarding_id: exit_problems_of(playbook, stage, facts.get(onboarding_id, ExitFacts()))
+            for onboarding_id, stage in active}
