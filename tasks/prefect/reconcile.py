@@ -68,12 +68,11 @@ def reconcile_runs() -> ReconcileReport:
 
 def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]],
          states: dict[str, Any]) -> None:
-    from prefect.exceptions import NotPausedError
-    from prefect.flow_runs import resume_flow_run
-
     from tasks.prefect.pacing import kick_pacer, queued_ids, request_start, start_queued
 
     starts: list[tuple[int, int]] = []
+    resumes: list[tuple[int, UUID]] = []
+    restarted: list[tuple[int, str | None, str]] = []
     waiting = queued_ids()
     for onboarding_id, run_id, met, restarts in active:
         state = states.get(run_id) if run_id else None
@@ -83,20 +82,20 @@ def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]
             starts.append((onboarding_id, restarts))
             report.started.append(onboarding_id)
         elif state.type.value in DEAD or state.is_completed():
-            _log_restart(onboarding_id, run_id, state.name)
+            restarted.append((onboarding_id, run_id, state.name))
             starts.append((onboarding_id, restarts + 1))
             report.restarted.append(onboarding_id)
         elif state.is_paused() and state.name == WAITING and met:
-            try:
-                resume_flow_run(UUID(run_id), run_input={})  # type: ignore[arg-type]
-                report.resumed.append(onboarding_id)
-            except NotPausedError:
-                pass  # it woke up between the read and the resume: nothing to do
+            resumes.append((onboarding_id, UUID(run_id)))  # type: ignore[arg-type]
+    _resume(report, resumes)
     # A run to start is queued, then started as capacity allows: after an outage every client
     # may need one at once, and that burst is what the pacer absorbs.
     # Starts queued earlier (say, while Prefect was down) are started here too, not only by the
     # pacer's next pass.
     with transaction() as session:
+        for onboarding_id, run_id, state_name in restarted:
+            records.log_event(session, "flow_run_restarted", actor="reconcile",
+                              onboarding_id=onboarding_id, previous_run=run_id, state=state_name)
         for onboarding_id, attempt in starts:
             request_start(session, onboarding_id, attempt=attempt)
     if starts or waiting:
@@ -106,10 +105,23 @@ def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]
             kick_pacer()
 
 
-def _log_restart(onboarding_id: int, run_id: str | None, state: str | None) -> None:
-    with transaction() as session:
-        records.log_event(session, "flow_run_restarted", actor="reconcile",
-                          onboarding_id=onboarding_id, previous_run=run_id, state=state)
+def _resume(report: ReconcileReport, resumes: list[tuple[int, UUID]]) -> None:
+    """Resume these suspended runs through one API client (the paged read above saw them
+    Suspended, so no second read per run)."""
+    if not resumes:
+        return
+    from prefect import get_client
+    from prefect.client.schemas.responses import SetStateStatus
+
+    with get_client(sync_client=True) as client:
+        for onboarding_id, run_id in resumes:
+            result = client.resume_flow_run(run_id, run_input={})
+            if result.status == SetStateStatus.ACCEPT:
+                report.resumed.append(onboarding_id)
+            elif result.status == SetStateStatus.REJECT:
+                reason = getattr(result.details, "reason", None) or "no reason given"
+                raise RuntimeError(f"Cannot resume this run: {reason}")
+            # ABORT: it woke up between the read and the resume; nothing to do
 
 
 __all__ = ["ReconcileReport", "reconcile_runs", "remember_run"]
