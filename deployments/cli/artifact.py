@@ -6,7 +6,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, record_fact
+from deployments.cli.common import (
+    AtOpt,
+    ByOpt,
+    JsonOpt,
+    WaitOpt,
+    emit,
+    guarded,
+    nudge,
+    record_fact,
+)
 from tasks.onboarding import records
 
 if TYPE_CHECKING:
@@ -28,6 +37,7 @@ def artifact_add(
     note: Annotated[str | None, typer.Option(help="Note or link.")] = None,
     by: ByOpt = "va",
     at: AtOpt = None,
+    wait: WaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Record that artifacts or checklist items exist (all of them, or none)."""
@@ -42,7 +52,7 @@ def artifact_add(
         return results
 
     results = record_fact(at, write)
-    flow = nudge(onboarding_id)
+    flow = nudge(onboarding_id, wait)
     lines = [f"{r['key']} {'recorded' if r['created'] else 'was already recorded'} for "
              f"onboarding {onboarding_id}" for r in results]
     data: dict[str, Any] = {"onboarding": onboarding_id, "artifacts": results, "flow": flow}

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, record_fact
+from deployments.cli.common import (
+    AtOpt,
+    ByOpt,
+    JsonOpt,
+    WaitOpt,
+    emit,
+    guarded,
+    nudge,
+    record_fact,
+)
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -41,11 +50,12 @@ def blocker_resolve(
     note: Annotated[str | None, typer.Option(help="How it was resolved.")] = None,
     by: ByOpt = "va",
     at: AtOpt = None,
+    wait: WaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve a blocker."""
     onboarding_id = record_fact(at, lambda session, playbook, resolved_at: records.resolve_blocker(
         session, playbook, blocker_id, by=by, at=resolved_at, note=note).onboarding_id)
-    flow = nudge(onboarding_id)
+    flow = nudge(onboarding_id, wait)
     emit(as_json, {"blocker": blocker_id, "resolved": True, "flow": flow},
          f"blocker {blocker_id} resolved\nflow: {flow}")

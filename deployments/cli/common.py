@@ -28,6 +28,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 AtOpt = Annotated[str | None, typer.Option("--at", help="When it happened (ISO 8601; default "
                                            "now; no offset = playbook timezone).")]
 ByOpt = Annotated[str, typer.Option("--by", help="Who recorded it.")]
+WAIT_SECONDS = 60.0
+WaitOpt = Annotated[bool, typer.Option(
+    "--wait", help=f"Wait (up to {WAIT_SECONDS:g} s) for the client's run to act on it, and say "
+                   "where the client stands then.")]
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -163,13 +167,14 @@ def record_fact(at: str | None, write: Callable[[Session, Playbook, dt.datetime]
         return write(session, playbook, happened_at)
 
 
-def nudge(onboarding_id: int) -> str:
-    """Tell the client's flow run that something changed; say plainly what happened. The fact is
-    already committed: whatever goes wrong here is said, never reported as a failed command."""
-    from tasks.prefect.runs import nudge_run
+def nudge(onboarding_id: int, wait: bool = False) -> str:
+    """Tell the client's flow run that something changed (with `wait`, see it act); say plainly
+    what happened. The fact is already committed: whatever goes wrong here is said, never
+    reported as a failed command."""
+    from tasks.prefect.wake import nudge_run
 
     try:
-        return nudge_run(onboarding_id)
+        return nudge_run(onboarding_id, WAIT_SECONDS if wait else 0.0)
     except Exception as exc:  # noqa: BLE001 - the record stands; reconcile wakes the run
         return (f"recorded; waking the run failed ({type(exc).__name__}); the reconcile flow "
                 "will catch it up")

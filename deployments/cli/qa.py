@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from db.validation import HandoffError
-from deployments.cli.common import AtOpt, ByOpt, JsonOpt, emit, guarded, nudge, record_fact
+from deployments.cli.common import (
+    AtOpt,
+    ByOpt,
+    JsonOpt,
+    WaitOpt,
+    emit,
+    guarded,
+    nudge,
+    record_fact,
+)
 from tasks.onboarding import records
 
 app = typer.Typer()
@@ -22,6 +31,7 @@ def qa_record(
     = None,
     by: ByOpt = "va",
     at: AtOpt = None,
+    wait: WaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Record a QA check (--pass or --fail --reason)."""
@@ -29,7 +39,7 @@ def qa_record(
         raise HandoffError("say --pass or --fail")
     review_id = record_fact(at, lambda session, _playbook, checked_at: records.record_qa(
         session, onboarding_id, passed=passed, reason=reason, by=by, at=checked_at).id)
-    flow = nudge(onboarding_id)
+    flow = nudge(onboarding_id, wait)
     emit(as_json, {"qa": review_id, "passed": passed, "flow": flow},
          f"QA {'passed' if passed else 'failed'} recorded for onboarding {onboarding_id}\n"
          f"flow: {flow}")

@@ -299,7 +299,7 @@ def _after_save(onboarding_id: int, submitted: bool, notify_upload: bool) -> Non
     if not submitted:
         return
     from tasks.portal.publish import publish_answers
-    from tasks.prefect.runs import nudge_run
+    from tasks.prefect.wake import nudge_run
 
     try:
         log.info("onboarding %s: %s", onboarding_id, nudge_run(onboarding_id))

@@ -9,13 +9,11 @@ and no client-side retries, so a hung server costs the VA seconds, not minutes.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
-import httpx
 from sqlalchemy.exc import OperationalError
 
 from db.session import transaction
@@ -72,17 +70,24 @@ def prefect_settings() -> Iterator[None]:
 
 def server_reachable(timeout: float = 2.0) -> bool:
     """True when the Prefect API answers its health check."""
-    url = configure_prefect_client().rstrip("/")
-    headers = {}
-    auth = os.environ.get("PREFECT_API_AUTH_STRING")
-    if auth:
-        import base64
+    import httpx
 
-        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    url = configure_prefect_client().rstrip("/")
     try:
-        return httpx.get(f"{url}/health", timeout=timeout, headers=headers).status_code == 200
+        return httpx.get(f"{url}/health", timeout=timeout,
+                         headers=api_headers()).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def api_headers() -> dict[str, str]:
+    """The basic-auth header PREFECT_API_AUTH_STRING asks for, for a plain HTTP call."""
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+    if not auth:
+        return {}
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
 
 
 def unreachable_note() -> str:
@@ -93,7 +98,9 @@ def unreachable_note() -> str:
 
 def no_answer(exc: BaseException) -> str:
     """Prefect took the call but did not answer it in time, or answered with an error."""
-    status = getattr(getattr(exc, "response", None), "status_code", None)
+    # httpx and Prefect's client carry the status on the response; urllib on the error itself
+    status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(
+        exc, "code", None)
     if isinstance(status, int):  # it answered, with an error (a busy server says 503)
         return f"Prefect server at {configure_prefect_client()} answered HTTP {status}"
     return (f"Prefect server at {configure_prefect_client()} did not answer within "
@@ -107,16 +114,16 @@ def no_answer_note(exc: BaseException) -> str:
 
 def prefect_failures() -> tuple[type[BaseException], ...]:
     """What a Prefect call raises when the server is slow, gone or refuses (never a bug)."""
+    import httpx
     from prefect.exceptions import PrefectHTTPStatusError
 
     return (httpx.HTTPError, PrefectHTTPStatusError, OSError)
 
 
 def ui_url(flow_run_id: UUID | str) -> str:
-    """The Prefect UI page of a flow run."""
-    from prefect.settings import get_current_settings
-
-    base = get_current_settings().ui_url or configure_prefect_client().removesuffix("/api")
+    """The Prefect UI page of a flow run (PREFECT_UI_URL, else the API's address without /api,
+    as Prefect derives it; read from the environment: importing Prefect costs ~2 s)."""
+    base = os.environ.get("PREFECT_UI_URL") or configure_prefect_client().removesuffix("/api")
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
@@ -168,67 +175,6 @@ def remember_run(onboarding_id: int, flow_run_id: str) -> None:
             ob.flow_run_id = flow_run_id
             records.log_event(session, "flow_run_linked", actor="handoff",
                               onboarding_id=onboarding_id, flow_run_id=flow_run_id)
-
-
-def nudge_run(onboarding_id: int, wait_seconds: float = 5.0, *,
-              run: tuple[str | None, str] | None = None) -> str:
-    """Resume the client's suspended run so it re-checks the database; say what happened.
-
-    `run` is (flow run id, onboarding status) as the caller's write transaction saw them, so
-    waking needs no second transaction. Never raises for Prefect or a busy database: the fact
-    is recorded either way, and the reconcile flow catches the run up.
-    """
-    if run is None:
-        try:
-            with transaction() as session:
-                ob = records.get_onboarding(session, onboarding_id)
-                run = (ob.flow_run_id, ob.status)
-        except OperationalError:
-            return "the database is busy; the reconcile flow will wake the run"
-    flow_run_id, status = run
-    if status != "active":
-        return f"onboarding is {status}; no run to wake"
-    if flow_run_id is None:
-        return "no flow run yet; the reconcile flow will start one"
-    if not server_reachable():
-        return unreachable_note()
-    try:
-        return resume_if_suspended(UUID(flow_run_id), wait_seconds=wait_seconds)
-    except prefect_failures() as exc:
-        return no_answer_note(exc)
-
-
-def resume_if_suspended(flow_run_id: UUID, wait_seconds: float = 0.0) -> str:
-    """Resume a run waiting on its stage form; a run that is busy re-checks on its own."""
-    from prefect import get_client
-    from prefect.exceptions import NotPausedError, ObjectNotFound
-    from prefect.flow_runs import resume_flow_run
-
-    deadline = time.monotonic() + wait_seconds
-    with prefect_settings(), get_client(sync_client=True) as client:
-        while True:
-            try:
-                run = client.read_flow_run(flow_run_id)
-            except ObjectNotFound:
-                return "the flow run no longer exists; the reconcile flow will start a new one"
-            state = run.state
-            if state is not None and state.is_paused() and state.name == WAITING:
-                try:
-                    resume_flow_run(flow_run_id, run_input={})
-                except NotPausedError:
-                    return "the run was already resuming; it will re-check the record"
-                except RuntimeError as exc:
-                    return f"the run refused the resume: {exc}"
-                return f"resumed {ui_url(flow_run_id)}"
-            if state is not None and (state.is_scheduled() or state.is_pending()):
-                return f"the run is {state.name}; it reads the record when it starts"
-            if state is not None and state.is_final():
-                return (f"the run is {state.name}; the reconcile flow will restart it"
-                        if not state.is_completed() else "the run has completed")
-            if time.monotonic() >= deadline:
-                return f"the run is {state.name if state else 'pending'}; it re-checks the " \
-                       "record before it waits again"
-            time.sleep(0.5)
 
 
 def cancel_runs(flow_run_ids: list[str], reason: str) -> str:

@@ -117,7 +117,8 @@ def test_client_walks_all_five_stages(stack: Stack) -> None:
                and db_value(stack, "SELECT count(*) FROM events WHERE kind = "
                                    "'form:setup_execution' AND onboarding_id = :i", i=ob_id) >= 1)
     assert stage_of(stack, ob_id) == "setup_execution:active"  # no QA yet: the gate holds
-    stack.cli("qa", "record", str(ob_id), "--pass")
+    waited = stack.cli("qa", "record", str(ob_id), "--pass", "--wait").stdout
+    assert "client now in " in waited, waited  # --wait says where the run left the client
     wait_until("packet stage", lambda: stage_of(stack, ob_id) == "ready_to_deliver:active")
     wait_until("packet email", lambda: any(s.startswith("Handoff packet:")
                                            for s in mail_to(stack, client)))
