@@ -17,13 +17,15 @@ offset change within a single day's window (true for all real-world zones).
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import tempfile
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-import holidays
 
 __all__ = ["BusinessCalendar"]
 
@@ -87,6 +89,9 @@ class BusinessCalendar:
     holiday_country: str | None = None
     holiday_subdivision: str | None = None
     closed_dates: frozenset[dt.date] = frozenset()
+    # Where each year's public holidays are kept once computed (the holidays package costs a
+    # quarter of a second to import and compute a year, in every process); None: not kept.
+    holiday_store: Callable[[], Path] | None = field(default=None, repr=False, compare=False)
 
     # Caches are excluded from eq/hash/repr so two equal calendars stay equal and hashable.
     _tz: ZoneInfo = field(init=False, repr=False, compare=False)
@@ -139,7 +144,9 @@ class BusinessCalendar:
                 raise ValueError(
                     f"holiday_subdivision {self.holiday_subdivision!r} needs a holiday_country"
                 )
-        else:
+        elif self._stored(dt.date.today().year) is None:  # a stored year proves it valid
+            import holidays
+
             try:
                 holidays.country_holidays(
                     self.holiday_country, subdiv=self.holiday_subdivision, years=()
@@ -268,13 +275,51 @@ class BusinessCalendar:
             if self.holiday_country is None:
                 cached = frozenset()
             else:
-                cached = frozenset(
-                    holidays.country_holidays(
-                        self.holiday_country, subdiv=self.holiday_subdivision, years=year
-                    ).keys()
-                )
+                cached = self._stored(year)
+                if cached is None:
+                    import holidays
+
+                    cached = frozenset(
+                        holidays.country_holidays(
+                            self.holiday_country, subdiv=self.holiday_subdivision, years=year
+                        ).keys()
+                    )
+                    self._store(year, cached)
             self._holiday_cache[year] = cached
         return cached
+
+    def _store_path(self, year: int) -> Path | None:
+        """The file a year's holidays are kept in, named by everything they depend on."""
+        if self.holiday_store is None:
+            return None
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            package = version("holidays")
+        except PackageNotFoundError:
+            return None
+        return self.holiday_store() / (f"holidays-{package}-{self.holiday_country}-"
+                                       f"{self.holiday_subdivision or ''}-{year}.json")
+
+    def _stored(self, year: int) -> frozenset[dt.date] | None:
+        path = self._store_path(year)
+        try:
+            return frozenset(dt.date.fromisoformat(d) for d in json.loads(path.read_text())) \
+                if path else None
+        except (OSError, ValueError, TypeError):
+            return None  # not kept yet, or unreadable: computed again
+
+    def _store(self, year: int, days: frozenset[dt.date]) -> None:
+        path = self._store_path(year)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as out:
+                json.dump(sorted(d.isoformat() for d in days), out)
+            os.replace(out.name, path)  # whole or not at all, whoever writes at the same time
+        except OSError:
+            pass  # a read-only home: computed in each process instead
 
     def _offset_us(self, t: int) -> int:
         """UTC offset of the calendar's zone at instant ``t``, in microseconds."""

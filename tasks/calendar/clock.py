@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
+from pathlib import Path
 
 from db.playbook import WEEKDAYS, Calendar, Playbook, TimeUnit, get_playbook
 from db.validation import parse_instant
@@ -21,7 +22,14 @@ def _calendar(calendar_json: str) -> BusinessCalendar:
         holiday_country=calendar.holidays.country,
         holiday_subdivision=calendar.holidays.subdivision,
         closed_dates=frozenset(calendar.closed_dates),
+        holiday_store=_holiday_store,
     )
+
+
+def _holiday_store() -> Path:
+    from db.settings import get_settings
+
+    return get_settings().home / "cache"
 
 
 def calendar_for(playbook: Playbook) -> BusinessCalendar:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import importlib.util
+import json
 import sys
 from bisect import bisect_left
 from dataclasses import dataclass
@@ -536,3 +537,22 @@ def test_sla_amounts_in_business_days_follow_the_playbooks_opening_hours() -> No
     longer = playbook.model_copy(update={"calendar": playbook.calendar.model_copy(update={
         "hours": playbook.calendar.hours.model_copy(update={"end": dt.time(19, 0)})})})
     assert in_business_days(longer, 5, TimeUnit.BUSINESS_HOURS) == 0.5
+
+
+def test_a_stored_year_of_holidays_is_the_computed_one(tmp_path: Path) -> None:
+    """The holidays kept on disk are the package's, read back whole; a damaged file is
+    computed again (and rewritten)."""
+    def store() -> Path:
+        return tmp_path
+
+    plain = BusinessCalendar("America/New_York", holiday_country="US")
+    first = BusinessCalendar("America/New_York", holiday_country="US", holiday_store=store)
+    assert first.is_business_day(dt.date(2026, 11, 26)) is False  # Thanksgiving, computed
+    kept = sorted(tmp_path.glob("holidays-*-US--2026.json"))
+    assert len(kept) == 1
+    again = BusinessCalendar("America/New_York", holiday_country="US", holiday_store=store)
+    assert again._holidays(2026) == plain._holidays(2026) == first._holidays(2026)
+    kept[0].write_text("[\"2026-13-")
+    damaged = BusinessCalendar("America/New_York", holiday_country="US", holiday_store=store)
+    assert damaged._holidays(2026) == plain._holidays(2026)
+    assert json.loads(kept[0].read_text()) == sorted(d.isoformat() for d in plain._holidays(2026))
