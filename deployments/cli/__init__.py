@@ -7,7 +7,6 @@ whole tree (and a module can be imported only when its command runs).
 
 from __future__ import annotations
 
-import ast
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -139,6 +138,8 @@ def resolve(name: str) -> Any:
 def command_help(name: str) -> str:
     """A command's help as `handoff --help` lists it: a group's line from GROUPS, a top-level
     command's docstring read from its module's source (parsing is cheap; importing is not)."""
+    import ast
+
     if name in GROUPS:
         return GROUPS[name][1]
     source = Path(__file__).with_name(f"{COMMANDS[name]}.py").read_text(encoding="utf-8")
