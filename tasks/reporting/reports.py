@@ -376,7 +376,7 @@ class Memo:
 
     month: str
     context: dict[str, Any]
-    charts: dict[str, bytes]
+    charts: dict[str, bytes]  # the charts with something to draw, by name (CHART_TITLES)
     table: pd.DataFrame  # the KPIs by scope (all, each segment, each offer), rounded
 
     @property
@@ -494,7 +494,7 @@ def build_memo(session: Session, playbook: Playbook, month: str,
             "replies": client_replies(ctx, start, end, playbook),
         },
     }
-    png = {
+    drawn = {
         "kpi_trends": charts.kpi_trends(series),
         "stage_aging": charts.stage_aging(
             aging_now.set_index("stage")["median_days"].rename(
@@ -506,6 +506,7 @@ def build_memo(session: Session, playbook: Playbook, month: str,
             blockers.assign(type=blockers["type"].map(
                 lambda t: playbook.blockers[t].label if t in playbook.blockers else t))),
     }
+    png = {name: image for name, image in drawn.items() if image is not None}
     return Memo(month=month, context=context, charts=png,
                 table=kpis.kpi_table(ctx, start, end).round(4))
 
@@ -529,9 +530,13 @@ CHART_TITLES = {"kpi_trends": "KPI trends, last six months", "stage_aging": "Sta
 
 
 def memo_context(memo: Memo, *, inline: bool) -> dict[str, Any]:
-    """The memo's template context; charts point at cid: parts (mail) or PNG files (disk)."""
-    chart_list = [{"title": CHART_TITLES[name],
-                   "src": f"cid:{name}" if inline else f"{name}.png"} for name in memo.charts]
+    """The memo's template context; charts point at cid: parts (mail) or PNG files (disk).
+
+    Every chart is listed; one with nothing to draw has no src, and the template says why."""
+    chart_list = [{"name": name, "title": title,
+                   "src": (f"cid:{name}" if inline else f"{name}.png")
+                   if name in memo.charts else None}
+                  for name, title in CHART_TITLES.items()]
     return {**memo.context, "charts": chart_list}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Audit, Communication, CorrectiveAction, Onboarding
 from db.playbook import Playbook
+from tasks.history.demo import load_demo
 from tasks.history.generator import generate_history
 from tasks.onboarding import records
 from tasks.reporting import reports
@@ -125,3 +127,26 @@ def test_memo_arrives_once_over_smtp_with_charts_and_csv(seeded: Session, playbo
     for section in ("What improved", "Where delays persist", "Top root cause", "Fixes shipped",
                     "Next month"):
         assert section in body
+
+
+@pytest.mark.parametrize("onboardings", [0, 1, 2, 6])
+def test_memo_and_review_of_a_small_history(session: Session, playbook: Playbook, home: Path,
+                                            onboardings: int) -> None:
+    """A new install or a tiny demo: every chart is drawn or replaced by a line saying why."""
+    if onboardings:
+        with session.begin():
+            load_demo(session, playbook, n=onboardings, months=1, end=END, seed=7)
+    with session.begin():
+        memo = reports.build_memo(session, playbook, "2026-10")
+        review = reports.build_weekly_review(session, playbook, END)
+    assert "Which handoff artifacts were most frequently missing?" in review.markdown
+    page = reports.write_memo_files(memo, home / "reports").read_text(encoding="utf-8")
+    written = {p.stem for p in (home / "reports" / "memo-2026-10").glob("*.png")}
+    assert written == set(memo.charts)
+    for name, title in reports.CHART_TITLES.items():
+        assert title in page
+        assert (f'src="{name}.png"' in page) == (name in memo.charts)
+    if onboardings == 0:  # founder interruptions: 0 a week is a value, so the trends draw
+        assert set(memo.charts) == {"kpi_trends"}
+        assert "Not enough data yet: no client spent time in a stage" in page
+        assert "No blocker was open this month" in page
