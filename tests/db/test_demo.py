@@ -102,12 +102,12 @@ def test_the_cli_flags_the_demo_in_status_and_clears_it(sqlite_url: str) -> None
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    handoff("demo", "--onboardings", "40", "--months", "3")  # a tiny demo draws no memo chart
+    handoff("demo", "--onboardings", "6", "--months", "1")  # too small for some memo charts
     rows = json.loads(handoff("status", "--json"))
-    assert len(rows) == 40 and all(r["demo"] for r in rows)
-    assert handoff("status").count("[demo]") == 40
+    assert len(rows) == 6 and all(r["demo"] for r in rows)
+    assert handoff("status").count("[demo]") == 6
     card = handoff("status", str(rows[0]["id"]))
     assert "DEMO client" in card
     cleared = handoff("demo", "--clear")
-    assert "removed 40 demo onboardings" in cleared and "no runs to cancel" in cleared
+    assert "removed 6 demo onboardings" in cleared and "no runs to cancel" in cleared
     assert "no onboardings yet" in handoff("status")
