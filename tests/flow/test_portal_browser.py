@@ -63,12 +63,26 @@ def _shots_dir(tmp_path: Path) -> list[Path]:
     return out
 
 
-def _shoot(page: Any, name: str, dirs: list[Path]) -> None:
+def _shoot(page: Any, name: str, dirs: list[Path], *, full_page: bool = True) -> None:
+    """A screenshot of the whole page, or (full_page=False) of the window as the client sees it.
+
+    The questionnaire is shot as the window: its Save/Submit bar is sticky, pinned to the
+    window's bottom edge, and a full-page capture draws it wherever the first window ended,
+    over the middle of the form."""
     first = dirs[0] / f"{name}.png"
-    page.screenshot(path=str(first), full_page=True)
+    page.screenshot(path=str(first), full_page=full_page)
     assert first.stat().st_size > 10_000, name
     for extra in dirs[1:]:
         shutil.copy(first, extra / f"{name}.png")
+
+
+def _assert_bar_in_view(page: Any) -> None:
+    """The Save/Submit bar is on screen at the window's bottom, not only after the last field."""
+    box = page.locator(".actions").bounding_box()
+    height = page.viewport_size["height"]
+    assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= height + 1, (
+        box, height)
+    assert page.get_by_role("button", name="Save progress").is_visible()
 
 
 def _arrive(page: Any, pattern: str) -> None:
@@ -130,7 +144,9 @@ def test_client_fills_the_questionnaire_in_a_real_browser(
     page.get_by_role("button", name="Save progress").click()
     _arrive(page, r"/intake\?saved=1$")
     assert "Saved." in page.inner_text("main")
-    _shoot(page, "portal-questionnaire-desktop", dirs)
+    _assert_bar_in_view(page)
+    _shoot(page, "portal-questionnaire-desktop", dirs, full_page=False)
+    assert context.cookies() == []  # README: no cookie (the form token is in the action URL)
     context.close()
 
     # Later, from the same link in a fresh browser: the answers are there; finish and submit.
@@ -139,7 +155,8 @@ def test_client_fills_the_questionnaire_in_a_real_browser(
     page.goto(link + "/intake")
     assert page.input_value("#f-primary_contact_name") == "Pat Lee"
     assert SCRIPT in page.input_value("#f-goals")  # kept as text, shown as text
-    _shoot(page, "portal-questionnaire-phone", dirs)
+    _assert_bar_in_view(page)
+    _shoot(page, "portal-questionnaire-phone", dirs, full_page=False)
     page.fill("#f-approver_name", "Sam Ortiz")
     page.fill("#f-approver_email", "sam@browserdental.example")
     page.fill("#f-billing_entity", "Browser Dental LLC")
