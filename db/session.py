@@ -94,9 +94,21 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
     return factory
 
 
-def transaction(url: str | None = None) -> AbstractContextManager[Session]:
-    """A session in one transaction: committed when the block ends, rolled back if it raises."""
-    return session_factory(url).begin()
+def transaction(url: str | None = None, *,
+                read_only: bool = False) -> AbstractContextManager[Session]:
+    """A session in one transaction: committed when the block ends, rolled back if it raises.
+
+    `read_only`: on SQLite a plain BEGIN on a WAL snapshot instead of BEGIN IMMEDIATE, so the
+    reader never holds the write lock (a client's page view in the portal must not make the
+    VAs' and the flows' writes wait, nor wait for them). It must not write."""
+    return _read_transaction(url) if read_only else session_factory(url).begin()
+
+
+@contextmanager
+def _read_transaction(url: str | None) -> Iterator[Session]:
+    with session_factory(url)() as session, session.begin():
+        session.connection(execution_options=READ_ONLY)  # before BEGIN: the hook reads it
+        yield session
 
 
 def alembic_config() -> Config:

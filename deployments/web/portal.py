@@ -79,7 +79,7 @@ async def _client_id(request: Request) -> int | Response:
 
 
 def _resolve(token: str) -> int | None:
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         ob = links.resolve(session, get_playbook(), token)
         return ob.id if ob else None
 
@@ -113,7 +113,7 @@ async def status_page(request: Request) -> Response:
 
 def _status_context(onboarding_id: int) -> dict[str, Any]:
     playbook = get_playbook()
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         from tasks.onboarding.records import get_onboarding
 
         ob = get_onboarding(session, onboarding_id)
@@ -138,7 +138,7 @@ def _intake_context(onboarding_id: int, posted: dict[str, intake.Answer] | None,
                     errors: dict[str, str]) -> dict[str, Any]:
     playbook = get_playbook()
     questionnaire = intake.questionnaire_of(playbook)
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         from tasks.onboarding.records import get_onboarding
 
         ob = get_onboarding(session, onboarding_id)
@@ -329,7 +329,7 @@ async def download(request: Request) -> Response:
 
 
 def _upload_row(onboarding_id: int, upload_id: int) -> PortalUpload | None:
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         row = session.get(PortalUpload, upload_id)
         return row if row is not None and row.onboarding_id == onboarding_id else None
 

@@ -28,6 +28,7 @@ CHROMIUM = "/usr/bin/chromium"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
+OWNER = "jordan.reyes@northwind.example"  # the screenshots in docs/ show their name
 SCRIPT = "<script>alert('x')</script>"
 # Everything the VA does at intake: only what the client sends is left for the portal.
 TEAM_ITEMS = ["docs_and_access_requested", "risk_flags_captured", "scope_summary_documented",
@@ -109,7 +110,7 @@ def _welcome_link(stack: Stack, contact: str) -> str:
 
 def _notices(stack: Stack, client: str) -> list[str]:
     return [str(m.message["Subject"]) for m in stack.smtp.messages
-            if "va@northwind.example" in m.rcpt_tos and client in str(m.message["Subject"])
+            if OWNER in m.rcpt_tos and client in str(m.message["Subject"])
             and ("questionnaire" in str(m.message["Subject"])
                  or "uploaded" in str(m.message["Subject"]))]
 
@@ -204,7 +205,7 @@ def onboard_with_terms(stack: Stack, client: str) -> tuple[int, str]:
     import json
 
     result = stack.cli("onboard", "--client", client, "--segment", "smb", "--offer", "Growth",
-                       "--owner", "va@northwind.example", "--backup", "va2@northwind.example",
+                       "--owner", OWNER, "--backup", "va2@northwind.example",
                        "--contact", "pat@browserdental.example", "--terms", "SOW v2 signed",
                        "--scope", "SEO + ads", "--json")
     data = json.loads(result.stdout)

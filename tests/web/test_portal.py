@@ -4,7 +4,9 @@ caller. Database on SQLite; the link key, uploads and outbox are the test's own.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,7 +17,7 @@ from sqlalchemy import select
 
 from db.models import Artifact, Communication, IntakeAnswer, PortalLink, PortalUpload
 from db.playbook import get_playbook
-from db.session import session_factory
+from db.session import dispose_all, session_factory
 from tasks.portal import links
 from tasks.portal.links import token_for
 from tests.web.conftest import Web
@@ -48,6 +50,23 @@ def test_the_status_page_speaks_the_clients_words(web: Web, sqlite_url: str) -> 
     assert "va@northwind.example" in page.text  # the owner to contact
     assert "Start the intake questionnaire" in page.text
     assert "We aim to finish" in page.text  # the stage's business-time due date
+
+
+def test_pages_read_without_the_write_lock(web_factory: Callable[..., Web],
+                                          sqlite_url: str) -> None:
+    """A client's page view reads a snapshot: it neither waits for a writer nor makes one wait
+    (pages used to begin IMMEDIATE on SQLite, queueing behind every VA's and flow's write)."""
+    web = web_factory(sqlite_busy_ms=50)
+    dispose_all()  # connections from here on give up on a held lock after 50 ms, not 15 s
+    _id, link = new_client(sqlite_url, get_playbook())
+    writer = sqlite3.connect(sqlite_url.split("///", 1)[1], isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # a VA's write in progress
+        assert web.get(link).status_code == 200
+        assert web.get(f"{link}/intake").status_code == 200
+    finally:
+        writer.rollback()
+        writer.close()
 
 
 def test_save_resume_and_submit_records_the_artifacts_once(web: Web, sqlite_url: str) -> None:
