@@ -85,7 +85,7 @@ def advance(stack: Stack, ob_id: int, run_id: str, keys: list[str], expect: str)
 
 @pytest.mark.flow
 def test_client_walks_all_five_stages(stack: Stack) -> None:
-    client = "Acme Dental"
+    client = "Quillfeather Dental"  # no other flow test in the session mails this name
     ob_id, run_id = onboard(stack, client)
     wait_until("welcome email", lambda: any("Welcome to" in s for s in mail_to(stack, client)))
     wait_until("run suspended", lambda: suspended(stack, run_id))
