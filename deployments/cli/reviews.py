@@ -58,7 +58,8 @@ def kpi(
     as_json: JsonOpt = False,
 ) -> None:
     """The KPI table for the last N days, for the portfolio, each segment and offer."""
-    from tasks.reporting import kpis
+    from tasks.reporting.kpis.metrics import METRICS
+    from tasks.reporting.kpis.table import kpi_table
     from tasks.reporting.reports import context_for, records_of
 
     if days < 1:
@@ -66,14 +67,14 @@ def kpi(
     at = when(as_of, "--as-of")
     with transaction() as (session, playbook):
         ctx = context_for(session, playbook, at)
-    table = kpis.kpi_table(ctx, at - dt.timedelta(days=days), at)
+    table = kpi_table(ctx, at - dt.timedelta(days=days), at)
     if csv:
         typer.echo(table.round(4).to_csv(index=False).rstrip())
         return
     human = table.copy()
-    for key, metric in kpis.METRICS.items():
+    for key, metric in METRICS.items():
         human[key] = table[key].map(metric.format)
-    human.columns = ["scope", "group", *[kpis.METRICS[k].label for k in kpis.METRICS]]
+    human.columns = ["scope", "group", *[METRICS[k].label for k in METRICS]]
     emit(as_json, records_of(table),
          f"KPIs for the {days} days to {at.date().isoformat()}\n"
          + human.set_index(["scope", "group"]).T.to_string())

@@ -37,7 +37,23 @@ from tasks.mail.outbox import Draft, business_context, enqueue
 from tasks.mail.render import catalog, render_message, render_page
 from tasks.onboarding import records
 from tasks.onboarding.records import log_event
-from tasks.reporting import charts, kpis
+from tasks.reporting import charts
+from tasks.reporting.kpis.blockers import blockers_by_type
+from tasks.reporting.kpis.communication import (
+    bounce_rate,
+    client_response_rate,
+    median_first_response_days,
+    response_rates,
+)
+from tasks.reporting.kpis.completeness import missing_at_handoff_qa
+from tasks.reporting.kpis.founder import interruptions_by_category
+from tasks.reporting.kpis.frames import load_frames
+from tasks.reporting.kpis.metrics import METRICS, Metric
+from tasks.reporting.kpis.periods import month_bounds
+from tasks.reporting.kpis.quality import INCIDENT_WINDOW, RED_FLAG_LABELS, red_flags
+from tasks.reporting.kpis.speed import stage_aging
+from tasks.reporting.kpis.table import Context, kpi_table, monthly_series, prepare, weekly_series
+from tasks.reporting.kpis.triggers import Breach, Signal, capacity_signals, evaluate_thresholds
 
 SERIES_WEEKS = 10
 MEMO_MONTHS = 6
@@ -47,10 +63,10 @@ HEADLINE = ("handoffs", "median_close_to_kickoff_days", "median_kickoff_to_ready
             "founder_interruptions_per_week")
 
 
-def context_for(session: Session, playbook: Playbook, as_of: dt.datetime) -> kpis.Context:
+def context_for(session: Session, playbook: Playbook, as_of: dt.datetime) -> Context:
     """Load every KPI frame once (one query per table) and prepare it."""
-    frames = kpis.load_frames(session.connection(), as_of)
-    return kpis.prepare(frames, playbook, calendar_for(playbook))
+    frames = load_frames(session.connection(), as_of)
+    return prepare(frames, playbook, calendar_for(playbook))
 
 
 def _local(playbook: Playbook, at: Any) -> str:
@@ -72,7 +88,7 @@ def iso_week(playbook: Playbook, at: dt.datetime) -> str:
 # -- corrective actions --------------------------------------------------------------------
 
 
-def record_actions(session: Session, playbook: Playbook, breaches: list[kpis.Breach],
+def record_actions(session: Session, playbook: Playbook, breaches: list[Breach],
                    as_of: dt.datetime) -> list[int]:
     """One corrective action per breached threshold per ISO week; returns ids created now."""
     week = iso_week(playbook, as_of)
@@ -106,7 +122,7 @@ def open_actions(session: Session, playbook: Playbook, as_of: dt.datetime) -> pd
 # -- the weekly review ---------------------------------------------------------------------
 
 
-def risk_forecast(ctx: kpis.Context, playbook: Playbook, as_of: dt.datetime) -> pd.DataFrame:
+def risk_forecast(ctx: Context, playbook: Playbook, as_of: dt.datetime) -> pd.DataFrame:
     """Active clients likely to breach an SLA next week, from their clocks."""
     calendar = ctx.calendar
     horizon = pd.Timestamp(calendar.add_business_days(as_of, 5))
@@ -144,7 +160,7 @@ def risk_forecast(ctx: kpis.Context, playbook: Playbook, as_of: dt.datetime) -> 
     return frame.sort_values("_at").drop(columns="_at").reset_index(drop=True)
 
 
-def audit_answers(ctx: kpis.Context, playbook: Playbook, start: pd.Timestamp,
+def audit_answers(ctx: Context, playbook: Playbook, start: pd.Timestamp,
                   end: pd.Timestamp) -> list[dict[str, str]]:
     """The seed's six weekly audit questions, answered from the week's data, each with an owner."""
     f, cal = ctx.frames, ctx.calendar
@@ -152,8 +168,8 @@ def audit_answers(ctx: kpis.Context, playbook: Playbook, start: pd.Timestamp,
     prev = start - pd.Timedelta(days=7)
     answers = []
 
-    this = kpis.stage_aging(f.onboardings, ctx.stays, cal, start, end).set_index("stage")
-    before = kpis.stage_aging(f.onboardings, ctx.stays, cal, prev, start).set_index("stage")
+    this = stage_aging(f.onboardings, ctx.stays, cal, start, end).set_index("stage")
+    before = stage_aging(f.onboardings, ctx.stays, cal, prev, start).set_index("stage")
     change = (this["median_days"] - before["median_days"]).dropna()
     if len(change) and change.max() > 0:
         stage = str(change.idxmax())
@@ -169,7 +185,7 @@ def audit_answers(ctx: kpis.Context, playbook: Playbook, start: pd.Timestamp,
     answers.append({"question": "Which stage had the highest aging increase this week?",
                     "answer": answer, "owner": str(owner)})
 
-    table = kpis.blockers_by_type(f.blockers, cal, start, end)
+    table = blockers_by_type(f.blockers, cal, start, end)
     table = table[table["opened"] > 0]
     if len(table):
         top = table.iloc[0]
@@ -192,7 +208,7 @@ def audit_answers(ctx: kpis.Context, playbook: Playbook, start: pd.Timestamp,
         "owner": str(lanes[catalog()[str(counts.index[0])].lane if len(counts)
                            and str(counts.index[0]) in catalog() else "C"].owner)})
 
-    missing = kpis.missing_at_handoff_qa(f.onboardings, f.artifacts, f.qa_reviews, ctx.items,
+    missing = missing_at_handoff_qa(f.onboardings, f.artifacts, f.qa_reviews, ctx.items,
                                          month, end)
     missed = missing[missing["missing"]]["key"].value_counts()
     if len(missed):
@@ -239,19 +255,19 @@ def audit_answers(ctx: kpis.Context, playbook: Playbook, start: pd.Timestamp,
     return answers
 
 
-def client_replies(ctx: kpis.Context, start: pd.Timestamp, end: pd.Timestamp,
+def client_replies(ctx: Context, start: pd.Timestamp, end: pd.Timestamp,
                    playbook: Playbook) -> dict[str, Any]:
     """How clients answered in the period: the three reply KPIs and the rate per template."""
     window = ctx.client_messages.window(start, end)
     first = ctx.first_responses.window(start, end)
-    rates = kpis.response_rates(window, start, end)
-    pct = kpis.METRICS["client_response_rate"]
+    rates = response_rates(window, start, end)
+    pct = METRICS["client_response_rate"]
     return {
         "sent": int(len(window)),
-        "answered": pct.format(kpis.client_response_rate(window, start, end)),
-        "first_response": kpis.METRICS["median_first_response_days"].format(
-            kpis.median_first_response_days(first, start, end)),
-        "bounced": kpis.METRICS["bounce_rate"].format(kpis.bounce_rate(window, start, end)),
+        "answered": pct.format(client_response_rate(window, start, end)),
+        "first_response": METRICS["median_first_response_days"].format(
+            median_first_response_days(first, start, end)),
+        "bounced": METRICS["bounce_rate"].format(bounce_rate(window, start, end)),
         "templates": [{"template": r.template.replace("_", " "), "sent": int(r.sent),
                        "answered": int(r.answered), "rate": pct.format(r.rate)}
                       for r in rates.itertuples()],
@@ -267,12 +283,12 @@ class WeeklyReview:
     kpis: pd.DataFrame
     stage_aging: pd.DataFrame
     blockers: pd.DataFrame
-    breaches: list[kpis.Breach]
+    breaches: list[Breach]
     actions_created: list[int]
     actions: pd.DataFrame
     risks: pd.DataFrame
     answers: list[dict[str, str]]
-    signals: list[kpis.Signal]
+    signals: list[Signal]
     red_flags: pd.DataFrame
     interruptions: pd.DataFrame
     replies: dict[str, Any] = field(default_factory=dict)
@@ -284,30 +300,30 @@ def build_weekly_review(session: Session, playbook: Playbook,
                         as_of: dt.datetime) -> WeeklyReview:
     """The 30-minute agenda for the week before `as_of`, recording threshold breaches."""
     ctx = context_for(session, playbook, as_of)
-    series = kpis.weekly_series(ctx, as_of, SERIES_WEEKS)
+    series = weekly_series(ctx, as_of, SERIES_WEEKS)
     start, end = series["start"].iloc[-1], series["end"].iloc[-1]
-    breaches = kpis.evaluate_thresholds(playbook, series)
+    breaches = evaluate_thresholds(playbook, series)
     created = record_actions(session, playbook, breaches, as_of)
     session.flush()
     last, prev = series.iloc[-1], series.iloc[-2]
     kpi_rows = pd.DataFrame([{
-        "metric": kpis.METRICS[k].label, "last_week": kpis.METRICS[k].format(last[k]),
-        "week_before": kpis.METRICS[k].format(prev[k]),
-    } for k in kpis.METRICS])
-    aging = kpis.stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar, start, end,
+        "metric": METRICS[k].label, "last_week": METRICS[k].format(last[k]),
+        "week_before": METRICS[k].format(prev[k]),
+    } for k in METRICS])
+    aging = stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar, start, end,
                              now=pd.Timestamp(as_of))
     aging["stage"] = aging["stage"].map(lambda s: playbook.stage(s).name)
     aging = aging.round(1)
-    blockers = kpis.blockers_by_type(ctx.frames.blockers, ctx.calendar, start, end).round(1)
+    blockers = blockers_by_type(ctx.frames.blockers, ctx.calendar, start, end).round(1)
     review = WeeklyReview(
         week=str(last["week"]), as_of=as_of, kpis=kpi_rows, stage_aging=aging,
         blockers=blockers, breaches=breaches, actions_created=created,
         actions=open_actions(session, playbook, as_of),
         risks=risk_forecast(ctx, playbook, as_of),
         answers=audit_answers(ctx, playbook, start, end),
-        signals=kpis.capacity_signals(ctx, playbook, series, pd.Timestamp(as_of)),
-        red_flags=kpis.red_flags(ctx.frames, ctx.calendar, ctx.cadence_days, start, end),
-        interruptions=kpis.interruptions_by_category(ctx.frames.interruptions, start, end),
+        signals=capacity_signals(ctx, playbook, series, pd.Timestamp(as_of)),
+        red_flags=red_flags(ctx.frames, ctx.calendar, ctx.cadence_days, start, end),
+        interruptions=interruptions_by_category(ctx.frames.interruptions, start, end),
         replies=client_replies(ctx, start, end, playbook),
     )
     review.context = weekly_context(playbook, review)
@@ -318,7 +334,7 @@ def build_weekly_review(session: Session, playbook: Playbook,
 def weekly_context(playbook: Playbook, review: WeeklyReview) -> dict[str, Any]:
     """What the weekly templates (mail and markdown) read."""
     flags = review.red_flags
-    flag_counts = {kpis.RED_FLAG_LABELS[k]: int(flags[k].sum()) for k in kpis.RED_FLAG_LABELS
+    flag_counts = {RED_FLAG_LABELS[k]: int(flags[k].sum()) for k in RED_FLAG_LABELS
                    if k in flags}
     return {
         "business": business_context(playbook),
@@ -385,7 +401,7 @@ class Memo:
         return self.table.to_csv(index=False).encode()
 
 
-def _change(metric: kpis.Metric, now: float, before: float) -> float | None:
+def _change(metric: Metric, now: float, before: float) -> float | None:
     """Signed improvement (positive = better), relative for counts and days, points for pct."""
     if math.isnan(now) or math.isnan(before):
         return None
@@ -394,7 +410,7 @@ def _change(metric: kpis.Metric, now: float, before: float) -> float | None:
     return delta if metric.better == "up" else -delta
 
 
-def _sentence(metric: kpis.Metric, now: float, before: float) -> str:
+def _sentence(metric: Metric, now: float, before: float) -> str:
     verb = "rose" if now > before else "fell"
     return f"{metric.label.capitalize()} {verb} from {metric.format(before)} to " \
            f"{metric.format(now)}."
@@ -404,10 +420,10 @@ def build_memo(session: Session, playbook: Playbook, month: str,
                as_of: dt.datetime | None = None) -> Memo:
     """The one-page monthly memo for 'YYYY-MM' (data as of the month's end unless given)."""
     tz = playbook.calendar.timezone
-    start, end = kpis.month_bounds(month, tz)
+    start, end = month_bounds(month, tz)
     as_of = as_of or end.to_pydatetime()
     ctx = context_for(session, playbook, as_of)
-    series = kpis.monthly_series(ctx, month, MEMO_MONTHS)
+    series = monthly_series(ctx, month, MEMO_MONTHS)
     now, before = series.iloc[-1], series.iloc[-2]
     prev_start = series["start"].iloc[-2]
 
@@ -415,7 +431,7 @@ def build_memo(session: Session, playbook: Playbook, month: str,
     improved: list[tuple[float, str, str]] = []
     worse: list[tuple[float, str, str]] = []
     for key in HEADLINE:
-        metric = kpis.METRICS[key]
+        metric = METRICS[key]
         change = _change(metric, float(now[key]), float(before[key]))
         tiles.append({"label": metric.label, "value": metric.format(now[key]),
                       "before": metric.format(before[key]),
@@ -428,8 +444,8 @@ def build_memo(session: Session, playbook: Playbook, month: str,
     improved.sort(reverse=True)
     worse.sort()
 
-    aging_now = kpis.stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar, start, end)
-    aging_before = kpis.stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar,
+    aging_now = stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar, start, end)
+    aging_before = stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar,
                                     prev_start, start)
     sla_days = {s.key: in_business_days(playbook, s.sla.within, s.sla.unit)
                 for s in playbook.stages}
@@ -439,7 +455,7 @@ def build_memo(session: Session, playbook: Playbook, month: str,
                 f"(median) against a {r.sla:g}-day SLA." for r in over.itertuples()][:2]
     persists += [text for _c, text, _k in worse][:3]
 
-    blockers = kpis.blockers_by_type(ctx.frames.blockers, ctx.calendar, start, end)
+    blockers = blockers_by_type(ctx.frames.blockers, ctx.calendar, start, end)
     root = None
     if len(blockers) and blockers["blocked_days"].sum() > 0:
         top = blockers.sort_values("blocked_days", ascending=False).iloc[0]
@@ -462,13 +478,13 @@ def build_memo(session: Session, playbook: Playbook, month: str,
             break
         if key in by_metric and not any(by_metric[key].lower() in p.lower()
                                          for p in priorities):
-            priorities.append(f"{by_metric[key]} ({kpis.METRICS[key].label} got worse)")
+            priorities.append(f"{by_metric[key]} ({METRICS[key].label} got worse)")
     if root and len(priorities) < 3:
         priorities.append(f"Attack the top root cause: {str(root['label']).lower()} "
                           f"(lane {root['lane']}).")
 
-    weekly = kpis.weekly_series(ctx, end, SERIES_WEEKS)
-    signals = kpis.capacity_signals(ctx, playbook, weekly, end)
+    weekly = weekly_series(ctx, end, SERIES_WEEKS)
+    signals = capacity_signals(ctx, playbook, weekly, end)
     audits = ctx.frames.audits[ctx.frames.audits["at"].between(start, end, inclusive="left")]
     audit = None
     if len(audits):
@@ -508,7 +524,7 @@ def build_memo(session: Session, playbook: Playbook, month: str,
     }
     png = {name: image for name, image in drawn.items() if image is not None}
     return Memo(month=month, context=context, charts=png,
-                table=kpis.kpi_table(ctx, start, end).round(4))
+                table=kpi_table(ctx, start, end).round(4))
 
 
 def _headline(improved: list[tuple[float, str, str]], worse: list[tuple[float, str, str]],
@@ -516,12 +532,12 @@ def _headline(improved: list[tuple[float, str, str]], worse: list[tuple[float, s
     handed = int(now["handoffs"])
     if worse and (not improved or abs(worse[0][0]) > improved[0][0]):
         key = worse[0][2]
-        return f"{handed} handed off; {kpis.METRICS[key].label} slipped to " \
-               f"{kpis.METRICS[key].format(now[key])}"
+        return f"{handed} handed off; {METRICS[key].label} slipped to " \
+               f"{METRICS[key].format(now[key])}"
     if improved:
         key = improved[0][2]
-        return f"{handed} handed off; {kpis.METRICS[key].label} improved to " \
-               f"{kpis.METRICS[key].format(now[key])}"
+        return f"{handed} handed off; {METRICS[key].label} improved to " \
+               f"{METRICS[key].format(now[key])}"
     return f"{handed} handed off; a steady month"
 
 
@@ -581,11 +597,11 @@ def build_quarterly_reset(session: Session, playbook: Playbook, quarter: str) ->
     """The seed's quarterly reset checklist, each item with the data behind it."""
     period = pd.Period(quarter, freq="Q")
     tz = playbook.calendar.timezone
-    start, _ = kpis.month_bounds(period.asfreq("M", "start").strftime("%Y-%m"), tz)
-    _, end = kpis.month_bounds(period.asfreq("M", "end").strftime("%Y-%m"), tz)
+    start, _ = month_bounds(period.asfreq("M", "start").strftime("%Y-%m"), tz)
+    _, end = month_bounds(period.asfreq("M", "end").strftime("%Y-%m"), tz)
     ctx = context_for(session, playbook, end.to_pydatetime())
     f = ctx.frames
-    aging = kpis.stage_aging(f.onboardings, ctx.stays, ctx.calendar, start, end)
+    aging = stage_aging(f.onboardings, ctx.stays, ctx.calendar, start, end)
     versions = f.onboardings[f.onboardings["closed_at"].between(start, end, inclusive="left")]
     stage_items = []
     for r in aging.itertuples():
@@ -603,10 +619,10 @@ def build_quarterly_reset(session: Session, playbook: Playbook, quarter: str) ->
                        & f.responses["at"].between(start, end, inclusive="left")]
     most = clar["template"].dropna().value_counts().head(3)
     weeks = max(int((end - start) / pd.Timedelta(days=7)), 1)
-    series = kpis.weekly_series(ctx, end, weeks + 4)
+    series = weekly_series(ctx, end, weeks + 4)
     breached: dict[str, int] = {t.key: 0 for t in playbook.kpi_thresholds}
     for i in range(4, len(series) + 1):
-        for b in kpis.evaluate_thresholds(playbook, series.iloc[:i]):
+        for b in evaluate_thresholds(playbook, series.iloc[:i]):
             breached[b.key] += 1
     window = len(series) - 3
     never = [k for k, n in breached.items() if n == 0]
@@ -618,7 +634,7 @@ def build_quarterly_reset(session: Session, playbook: Playbook, quarter: str) ->
     per_lane = escalations["lane"].value_counts()
     packets = f.packets[f.packets["created_at"].between(start, end, inclusive="left")]
     revised = packets.groupby("onboarding_id")["revision"].max()
-    missing = kpis.missing_at_handoff_qa(f.onboardings, f.artifacts, f.qa_reviews, ctx.items,
+    missing = missing_at_handoff_qa(f.onboardings, f.artifacts, f.qa_reviews, ctx.items,
                                          start, end)
     missed = missing[missing["missing"]]["key"].value_counts().head(3)
     items = [
@@ -662,11 +678,11 @@ def queue_quarterly_email(session: Session, playbook: Playbook, context: dict[st
 # -- the 30-day post-onboarding audit ------------------------------------------------------
 
 
-def audit_findings(ctx: kpis.Context, as_of: pd.Timestamp) -> pd.DataFrame:
+def audit_findings(ctx: Context, as_of: pd.Timestamp) -> pd.DataFrame:
     """Clients 30+ days past handoff without an audit: milestone, incidents, churn signals."""
     f = ctx.frames
     ob = f.onboardings
-    due = ob[ob["ready_at"].notna() & (ob["ready_at"] + kpis.INCIDENT_WINDOW <= as_of)
+    due = ob[ob["ready_at"].notna() & (ob["ready_at"] + INCIDENT_WINDOW <= as_of)
              & ~ob["id"].isin(f.audits["onboarding_id"])]
     if due.empty:
         return pd.DataFrame(columns=["onboarding_id", "first_milestone_met", "incidents",
@@ -674,7 +690,7 @@ def audit_findings(ctx: kpis.Context, as_of: pd.Timestamp) -> pd.DataFrame:
     incidents = f.incidents.merge(due[["id", "ready_at", "first_milestone"]],
                                   left_on="onboarding_id", right_on="id")
     incidents = incidents[(incidents["at"] >= incidents["ready_at"])
-                          & (incidents["at"] <= incidents["ready_at"] + kpis.INCIDENT_WINDOW)]
+                          & (incidents["at"] <= incidents["ready_at"] + INCIDENT_WINDOW)]
     count = incidents.groupby("onboarding_id").size()
     serious = incidents[incidents["severity"].isin(["major", "critical"])]
     milestone = pd.to_datetime(serious["first_milestone"]).dt.tz_localize("UTC")
@@ -682,7 +698,7 @@ def audit_findings(ctx: kpis.Context, as_of: pd.Timestamp) -> pd.DataFrame:
     asks = f.responses[(f.responses["kind"] == "followup_request")].merge(
         due[["id", "ready_at"]], left_on="onboarding_id", right_on="id")
     asks_after = asks[asks["at"] > asks["ready_at"]].groupby("onboarding_id").size()
-    flags = kpis.red_flags(f, ctx.calendar, ctx.cadence_days,
+    flags = red_flags(f, ctx.calendar, ctx.cadence_days,
                            pd.Timestamp("1970-01-01", tz="UTC"), as_of).set_index(
         "onboarding_id")["flags"]
     had_serious, missed_ids = set(serious["onboarding_id"]), set(missed)

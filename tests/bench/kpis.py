@@ -46,13 +46,14 @@ def kpis_worker(source: str, runs: str) -> dict[str, Any]:
     from db.session import get_engine, session_factory
     from db.settings import get_settings
     from tasks.mail.render import render_message
-    from tasks.reporting import kpis
+    from tasks.reporting.kpis.periods import month_bounds
+    from tasks.reporting.kpis.table import compute_kpis
     from tasks.reporting.reports import build_memo, context_for, memo_context
 
     get_settings.cache_clear()
     engine = get_engine(f"sqlite:///{source}")
     playbook = get_playbook()
-    start, end = kpis.month_bounds(MEMO_MONTH, playbook.calendar.timezone)
+    start, end = month_bounds(MEMO_MONTH, playbook.calendar.timezone)
     as_of = end.to_pydatetime()
     timings: dict[str, list[float]] = {"floor": [], "kpis": [], "memo": []}
     peaks: dict[str, float] = {}
@@ -68,7 +69,7 @@ def kpis_worker(source: str, runs: str) -> dict[str, Any]:
         with PeakRss() as mem, session_factory()() as session:
             started = time.perf_counter()
             ctx = context_for(session, playbook, as_of)
-            kpis.compute_kpis(ctx, start, end)
+            compute_kpis(ctx, start, end)
             timings["kpis"].append(time.perf_counter() - started)
         peaks["kpis"] = max(peaks.get("kpis", 0.0), mem.delta_mib)
         del ctx

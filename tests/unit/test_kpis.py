@@ -10,7 +10,31 @@ import pytest
 
 from db.playbook import Playbook, get_playbook
 from tasks.calendar.business_time import BusinessCalendar
-from tasks.reporting import kpis
+from tasks.calendar.vectorised import business_days
+from tasks.reporting.kpis.communication import repeat_followup_requests, sla_adherence
+from tasks.reporting.kpis.completeness import (
+    checklist_completion_rate,
+    item_frame,
+    missing_artifact_rate,
+    missing_at_handoff_qa,
+)
+from tasks.reporting.kpis.founder import (
+    avoidable_share,
+    interruptions_by_category,
+    interruptions_per_week,
+)
+from tasks.reporting.kpis.frames import Frames, _concat, _shared_strings
+from tasks.reporting.kpis.metrics import METRICS
+from tasks.reporting.kpis.periods import week_start
+from tasks.reporting.kpis.quality import first_30_day_incidents, handoff_rework_rate, red_flags
+from tasks.reporting.kpis.speed import (
+    median_close_to_kickoff,
+    median_kickoff_to_ready,
+    stage_aging,
+    stage_stays,
+    with_durations,
+)
+from tasks.reporting.kpis.triggers import evaluate_thresholds
 
 CAL = BusinessCalendar(timezone="UTC")  # Mon-Fri 09:00-17:00 UTC, no holidays
 MON = pd.Timestamp("2026-11-02 09:00", tz="UTC")  # a Monday
@@ -44,7 +68,7 @@ def playbook() -> Playbook:
     (at(-2), at(0), 0.0),                       # Sat 09:00 -> Mon 09:00: no business time
 ])
 def test_business_days(start: pd.Timestamp, end: pd.Timestamp, expected: float) -> None:
-    got = kpis.business_days(CAL, pd.Series([start]), pd.Series([end]))
+    got = business_days(CAL, pd.Series([start]), pd.Series([end]))
     assert got.iloc[0] == pytest.approx(expected)
 
 
@@ -55,9 +79,9 @@ def test_median_speed_counts_only_events_in_the_period() -> None:
         {"id": 3, "closed_at": at(-7), "kickoff_at": at(3), "ready_at": pd.NaT},    # 8 d
         {"id": 4, "closed_at": at(-14), "kickoff_at": at(-7), "ready_at": at(-3)},  # outside
     )
-    frame = kpis.with_durations(frame, CAL)
-    assert kpis.median_close_to_kickoff(frame, *WEEK) == pytest.approx(2.0)
-    assert kpis.median_kickoff_to_ready(frame, *WEEK) == pytest.approx(2.0)
+    frame = with_durations(frame, CAL)
+    assert median_close_to_kickoff(frame, *WEEK) == pytest.approx(2.0)
+    assert median_kickoff_to_ready(frame, *WEEK) == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize(("late", "expected"), [
@@ -76,7 +100,7 @@ def test_sla_adherence(late: list[int], expected: float) -> None:
               "late_business_minutes": 50}]
     frame = pd.DataFrame(rows)
     frame["sent_at"] = pd.to_datetime(frame["sent_at"], utc=True)
-    got = kpis.sla_adherence(frame, *WEEK)
+    got = sla_adherence(frame, *WEEK)
     assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
 
 
@@ -92,7 +116,7 @@ def test_repeat_followup_requests() -> None:
         {"onboarding_id": 4, "kind": "followup_request", "at": at(3)},
         {"onboarding_id": 4, "kind": "followup_request", "at": at(4)},   # client 4: 3 asks
     ])
-    assert kpis.repeat_followup_requests(asks, *WEEK) == 2
+    assert repeat_followup_requests(asks, *WEEK) == 2
 
 
 def test_handoff_rework_rate_counts_failures_before_handoff() -> None:
@@ -105,7 +129,7 @@ def test_handoff_rework_rate_counts_failures_before_handoff() -> None:
         {"onboarding_id": 3, "passed": True, "stage": "ready_to_deliver", "at": at(1)},
         {"onboarding_id": 5, "passed": False, "stage": "ready_to_deliver", "at": at(-6)},
     ])
-    assert kpis.handoff_rework_rate(frame, qa, *WEEK) == pytest.approx(0.25)
+    assert handoff_rework_rate(frame, qa, *WEEK) == pytest.approx(0.25)
 
 
 def test_first_30_day_incidents() -> None:
@@ -116,7 +140,7 @@ def test_first_30_day_incidents() -> None:
         {"onboarding_id": 2, "severity": "minor", "at": at(1)},   # day 41: not early
         {"onboarding_id": 1, "severity": "minor", "at": at(-12)},  # before handoff? not counted
     ])
-    assert kpis.first_30_day_incidents(frame, incidents, *WEEK) == 2
+    assert first_30_day_incidents(frame, incidents, *WEEK) == 2
 
 
 def test_interruptions_by_category_and_per_week() -> None:
@@ -127,11 +151,11 @@ def test_interruptions_by_category_and_per_week() -> None:
         {"category": "access", "avoidable": True, "lane": "B", "at": at(3)},
         {"category": "access", "avoidable": True, "lane": "B", "at": at(-4)},  # last week
     ])
-    table = kpis.interruptions_by_category(rows, *WEEK).set_index("category")
+    table = interruptions_by_category(rows, *WEEK).set_index("category")
     assert table.loc["scope", ["avoidable", "required", "total"]].tolist() == [2, 1, 3]
     assert table.loc["access", ["avoidable", "required", "total"]].tolist() == [1, 0, 1]
-    assert kpis.interruptions_per_week(rows, *WEEK) == pytest.approx(4.0)
-    assert kpis.avoidable_share(rows, *WEEK) == pytest.approx(0.75)
+    assert interruptions_per_week(rows, *WEEK) == pytest.approx(4.0)
+    assert avoidable_share(rows, *WEEK) == pytest.approx(0.75)
 
 
 def test_stage_stays_and_aging() -> None:
@@ -147,12 +171,12 @@ def test_stage_stays_and_aging() -> None:
         {"onboarding_id": 2, "at": at(1, 4), "from_stage": "close_confirmation",
          "to_stage": "intake_completion"},
     ])
-    stays = kpis.stage_stays(frame, moves, CAL)
+    stays = stage_stays(frame, moves, CAL)
     days = stays.set_index(["onboarding_id", "stage"])["days"]
     assert days[(1, "close_confirmation")] == pytest.approx(1.0)
     assert days[(1, "intake_completion")] == pytest.approx(2.0)
     assert days[(2, "close_confirmation")] == pytest.approx(1.5)
-    aging = kpis.stage_aging(frame, stays, CAL, *WEEK).set_index("stage")
+    aging = stage_aging(frame, stays, CAL, *WEEK).set_index("stage")
     assert aging.loc["close_confirmation", "median_days"] == pytest.approx(1.25)
     assert aging.loc["intake_completion", "in_stage_now"] == 1
     # client 2 entered intake Tue 09:00 (stage_entered_at); the week ends Mon 00:00 -> 4 days
@@ -160,7 +184,7 @@ def test_stage_stays_and_aging() -> None:
 
 
 def test_checklist_completion_counts_items_due_so_far(playbook: Playbook) -> None:
-    items = kpis.item_frame(playbook)
+    items = item_frame(playbook)
     close_items = items[items["stage"] == "close_confirmation"]["key"].tolist()
     intake_items = items[items["stage"] == "intake_completion"]["key"].tolist()
     assert (len(close_items), len(intake_items)) == (3, 8)
@@ -175,13 +199,13 @@ def test_checklist_completion_counts_items_due_so_far(playbook: Playbook) -> Non
     artifacts = pd.DataFrame([{"onboarding_id": i, "key": k, "recorded_at": at(-1)}
                               for i, k in recorded])
     slas = {i: (s.sla.within, s.sla.unit) for i, s in enumerate(playbook.stages)}
-    rate = kpis.checklist_completion_rate(frame, artifacts, moves, items, slas, CAL, *WEEK)
+    rate = checklist_completion_rate(frame, artifacts, moves, items, slas, CAL, *WEEK)
     # due: client 1 -> 3 close + 8 intake = 11, done 9; client 2 -> 3 close, done 3
     assert rate == pytest.approx(12 / 14)
 
 
 def test_missing_artifacts_at_first_handoff_qa(playbook: Playbook) -> None:
-    items = kpis.item_frame(playbook)
+    items = item_frame(playbook)
     handoff = items[items["stage"] == "ready_to_deliver"]["key"].tolist()
     frame = onboardings({"id": 1, "ready_at": at(3)}, {"id": 2, "ready_at": at(3)})
     qa = pd.DataFrame([{"onboarding_id": 1, "passed": False, "stage": "ready_to_deliver",
@@ -191,14 +215,14 @@ def test_missing_artifacts_at_first_handoff_qa(playbook: Playbook) -> None:
     rows = [{"onboarding_id": 1, "key": k, "recorded_at": at(0) if n >= 2 else at(1, 2)}
             for n, k in enumerate(handoff)]
     rows += [{"onboarding_id": 2, "key": k, "recorded_at": at(2)} for k in handoff]
-    missing = kpis.missing_at_handoff_qa(frame, pd.DataFrame(rows), qa, items, *WEEK)
+    missing = missing_at_handoff_qa(frame, pd.DataFrame(rows), qa, items, *WEEK)
     assert missing.groupby("onboarding_id")["missing"].sum().tolist() == [2, 0]
-    assert kpis.missing_artifact_rate(missing) == pytest.approx(2 / (2 * len(handoff)))
+    assert missing_artifact_rate(missing) == pytest.approx(2 / (2 * len(handoff)))
 
 
 def _series(**columns: list[float]) -> pd.DataFrame:
     n = len(next(iter(columns.values())))
-    base = {k: [math.nan] * n for k in kpis.METRICS}
+    base = {k: [math.nan] * n for k in METRICS}
     base.update(columns)
     return pd.DataFrame(base)
 
@@ -222,14 +246,14 @@ def _series(**columns: list[float]) -> pd.DataFrame:
 ])
 def test_threshold_rules(playbook: Playbook, series: pd.DataFrame,
                          expected: dict[str, str]) -> None:
-    got = {b.key: b.title for b in kpis.evaluate_thresholds(playbook, series)}
+    got = {b.key: b.title for b in evaluate_thresholds(playbook, series)}
     assert got == expected
 
 
 def test_red_flags() -> None:
     frame = onboardings({"id": 1, "closed_at": at(-3)}, {"id": 2, "closed_at": at(-30)})
     empty = pd.DataFrame(columns=["onboarding_id", "at"])
-    frames = kpis.Frames(
+    frames = Frames(
         onboardings=frame, artifacts=empty, transitions=empty,
         reschedules=pd.DataFrame([{"onboarding_id": 1, "at": at(0)},
                                   {"onboarding_id": 1, "at": at(1)}]),
@@ -250,7 +274,7 @@ def test_red_flags() -> None:
         packets=pd.DataFrame([{"onboarding_id": 2, "revision": 1, "created_at": at(0)},
                               {"onboarding_id": 2, "revision": 2, "created_at": at(1)}]),
         actions=empty, audits=empty)
-    flags = kpis.red_flags(frames, CAL, 3.0, *WEEK).set_index("onboarding_id")
+    flags = red_flags(frames, CAL, 3.0, *WEEK).set_index("onboarding_id")
     assert flags.loc[1, "frequent_kickoff_reschedules"]
     assert flags.loc[1, "early_scope_misunderstanding"]
     assert not flags.loc[2, "early_scope_misunderstanding"]
@@ -260,69 +284,24 @@ def test_red_flags() -> None:
 
 
 def test_metric_formatting() -> None:
-    assert kpis.METRICS["handoff_rework_rate"].format(0.14) == "14%"
-    assert kpis.METRICS["median_close_to_kickoff_days"].format(3.24) == "3.2 d"
-    assert kpis.METRICS["first_30_day_incidents"].format(math.nan) == "n/a"
+    assert METRICS["handoff_rework_rate"].format(0.14) == "14%"
+    assert METRICS["median_close_to_kickoff_days"].format(3.24) == "3.2 d"
+    assert METRICS["first_30_day_incidents"].format(math.nan) == "n/a"
 
 
 def test_week_start_is_monday_in_business_time() -> None:
     sunday_night_ny = dt.datetime(2026, 11, 9, 3, 30, tzinfo=dt.UTC)  # Sun 22:30 New York
-    assert kpis.week_start(sunday_night_ny, "America/New_York") == pd.Timestamp(
+    assert week_start(sunday_night_ny, "America/New_York") == pd.Timestamp(
         "2026-11-02 05:00", tz="UTC")
-
-
-def test_vectorised_business_days_match_the_exact_calendar() -> None:
-    """The pandas business clock agrees with BusinessCalendar.business_time_between, including
-    across DST changes, weekends, Thanksgiving and closed dates."""
-    import numpy as np
-
-    from tasks.calendar.business_time import BusinessCalendar
-    from tasks.reporting.kpis import business_days
-
-    calendar = BusinessCalendar(timezone="America/New_York", holiday_country="US",
-                                closed_dates=frozenset({dt.date(2026, 12, 24)}))
-    rng = np.random.default_rng(7)
-    base = pd.Timestamp("2026-02-20", tz="UTC")
-    starts = base + pd.to_timedelta(rng.integers(0, 330 * 24 * 60, 400), unit="min")
-    ends = starts + pd.to_timedelta(rng.integers(0, 40 * 24 * 60, 400), unit="min")
-    start, end = pd.Series(starts), pd.Series(ends)
-    start.iloc[3] = pd.NaT
-    got = business_days(calendar, start, end)
-    day = calendar.business_day_length.total_seconds()
-    for i in range(len(start)):
-        if pd.isna(start.iloc[i]):
-            assert np.isnan(got.iloc[i])
-            continue
-        exact = calendar.business_time_between(start.iloc[i].to_pydatetime(),
-                                                end.iloc[i].to_pydatetime()).total_seconds()
-        assert got.iloc[i] == pytest.approx(exact / day, abs=1e-6), (start.iloc[i], end.iloc[i])
-
-
-@pytest.mark.parametrize("hours", [0.5, 4, 8, 24, 80])
-def test_vectorised_business_add_matches_the_exact_calendar(hours: float) -> None:
-    import numpy as np
-
-    from tasks.calendar.business_time import BusinessCalendar
-    from tasks.reporting.kpis import add_business_seconds
-
-    calendar = BusinessCalendar(timezone="America/New_York", holiday_country="US",
-                                closed_dates=frozenset({dt.date(2026, 12, 24)}))
-    rng = np.random.default_rng(int(hours * 10))
-    base = pd.Timestamp("2026-02-20", tz="UTC")
-    stamps = pd.Series(base + pd.to_timedelta(rng.integers(0, 330 * 24 * 60, 300), unit="min"))
-    got = add_business_seconds(calendar, stamps, hours * 3600)
-    for i, start in enumerate(stamps):
-        exact = calendar.add_business_time(start.to_pydatetime(), dt.timedelta(hours=hours))
-        assert got.iloc[i] == pd.Timestamp(exact), (start, hours)
 
 
 def test_loaded_strings_are_shared_and_missing_values_kept() -> None:
     values = pd.Series(["sent", None, "queued", "sent", "sent", "queued"], dtype=object)
-    shared = kpis._shared_strings(values)
+    shared = _shared_strings(values)
     assert shared.tolist() == values.tolist()
     assert shared.iloc[0] is shared.iloc[3]
     nothing = pd.Series([None, None], dtype=object)
-    assert kpis._shared_strings(nothing).tolist() == [None, None]
+    assert _shared_strings(nothing).tolist() == [None, None]
 
 
 def test_chunks_concatenate_to_the_dtypes_of_one_read() -> None:
@@ -330,6 +309,6 @@ def test_chunks_concatenate_to_the_dtypes_of_one_read() -> None:
     chunks = [pd.DataFrame({"late": [3.0, math.nan], "note": ["a", None]}),
               pd.DataFrame({"late": pd.Series([None, None], dtype=object),
                             "note": pd.Series([None, None], dtype=object)})]
-    whole = kpis._concat(chunks, {"late"})
+    whole = _concat(chunks, {"late"})
     assert whole["late"].dtype == "float64"
     assert whole["note"].tolist() == ["a", None, None, None]

@@ -8,7 +8,14 @@ import math
 import pandas as pd
 import pytest
 
-from tasks.reporting import kpis
+from tasks.reporting.kpis.communication import (
+    bounce_rate,
+    client_messages,
+    client_response_rate,
+    first_responses,
+    median_first_response_days,
+    response_rates,
+)
 from tests.unit.test_kpis import CAL, WEEK, at
 
 
@@ -39,7 +46,7 @@ SENT = comms(
 
 
 def test_a_reply_answers_the_latest_client_message_before_it() -> None:
-    messages = kpis.client_messages(SENT, replies(
+    messages = client_messages(SENT, replies(
         (1, "response", at(2, 3)),          # answers reminder 2, not the welcome or reminder 1
         (1, "followup_request", at(3)),     # a status request is not an answer
         (3, "response", at(2)),             # before anything was sent to client 3: answers none
@@ -50,30 +57,30 @@ def test_a_reply_answers_the_latest_client_message_before_it() -> None:
 
 
 def test_response_rate_per_template_and_overall() -> None:
-    messages = kpis.client_messages(SENT, replies((1, "response", at(2, 3)),
+    messages = client_messages(SENT, replies((1, "response", at(2, 3)),
                                                   (3, "response", at(3, 2))))
-    table = kpis.response_rates(messages, *WEEK)
+    table = response_rates(messages, *WEEK)
     assert table.to_dict("records") == [
         {"template": "missing_info_reminder", "sent": 2, "answered": 1, "rate": 0.5},
         {"template": "welcome", "sent": 3, "answered": 1, "rate": pytest.approx(1 / 3)}]
-    assert kpis.client_response_rate(messages, *WEEK) == pytest.approx(2 / 5)
-    assert math.isnan(kpis.client_response_rate(messages, at(7), at(14)))
+    assert client_response_rate(messages, *WEEK) == pytest.approx(2 / 5)
+    assert math.isnan(client_response_rate(messages, at(7), at(14)))
 
 
 def test_bounce_rate_counts_client_messages_sent_in_the_period() -> None:
-    messages = kpis.client_messages(SENT, replies())
-    assert kpis.bounce_rate(messages, *WEEK) == pytest.approx(1 / 5)
-    assert kpis.bounce_rate(messages, at(1), at(7)) == 0.0
+    messages = client_messages(SENT, replies())
+    assert bounce_rate(messages, *WEEK) == pytest.approx(1 / 5)
+    assert bounce_rate(messages, at(1), at(7)) == 0.0
 
 
 def test_time_to_first_response_in_business_days() -> None:
-    messages = kpis.client_messages(SENT, replies((1, "response", at(2, 4)),
+    messages = client_messages(SENT, replies((1, "response", at(2, 4)),
                                                   (1, "response", at(3)),
                                                   (3, "response", at(7))))  # Mon after Thu
-    first = kpis.first_responses(messages, replies((1, "response", at(2, 4)),
+    first = first_responses(messages, replies((1, "response", at(2, 4)),
                                                    (1, "response", at(3)),
                                                    (3, "response", at(7))), CAL)
     assert dict(zip(first["onboarding_id"], first["days"], strict=True)) == {
         1: pytest.approx(2.5), 3: pytest.approx(2.0)}
-    assert kpis.median_first_response_days(first, *WEEK) == pytest.approx(2.5)  # only client 1
+    assert median_first_response_days(first, *WEEK) == pytest.approx(2.5)  # only client 1
     assert messages["answered"].sum() == 2
