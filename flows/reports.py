@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.reporting.reports import (
+from tasks.reporting.steps import (
     compile_monthly_memo,
     compile_quarterly_reset,
     compile_weekly_review,
@@ -20,30 +20,28 @@ from tasks.reporting.reports import (
 def weekly_review(as_of: str | None = None) -> dict[str, Any]:
     """The 30-minute agenda: thresholds to actions, artifacts in the UI, one e-mail a week."""
     review = compile_weekly_review(as_of)
-    publish_artifacts("weekly-review", review["markdown"], review["tables"],
-                      f"Weekly onboarding review {review['week']}")
+    publish_artifacts("weekly-review", review)
     delivery = deliver_outbox(as_of)
-    return {"week": review["week"], "queued": review["queued"],
-            "actions_created": review["actions_created"], "delivery": delivery}
+    return {"week": review.period, "queued": review.queued,
+            "actions_created": review.actions_created, "delivery": delivery}
 
 
 @flow(name="monthly-memo")
 def monthly_memo(month: str | None = None, as_of: str | None = None) -> dict[str, Any]:
     """The founder's one-page memo with charts and the KPI table, once per month."""
     memo = compile_monthly_memo(month, as_of)
-    publish_artifacts("monthly-memo", memo["markdown"], memo["tables"], memo["subject"])
+    publish_artifacts("monthly-memo", memo)
     delivery = deliver_outbox(as_of)
-    return {"month": memo["month"], "queued": memo["queued"], "delivery": delivery}
+    return {"month": memo.period, "queued": memo.queued, "delivery": delivery}
 
 
 @flow(name="quarterly-reset")
 def quarterly_reset(quarter: str | None = None, as_of: str | None = None) -> dict[str, Any]:
     """The quarterly reset checklist with the data behind each item, once per quarter."""
     reset = compile_quarterly_reset(quarter, as_of)
-    publish_artifacts("quarterly-reset", reset["markdown"], {},
-                      f"Quarterly reset {reset['quarter']}")
+    publish_artifacts("quarterly-reset", reset)
     delivery = deliver_outbox(as_of)
-    return {"quarter": reset["quarter"], "queued": reset["queued"], "delivery": delivery}
+    return {"quarter": reset.period, "queued": reset.queued, "delivery": delivery}
 
 
 @flow(name="post-onboarding-audit")

@@ -35,7 +35,8 @@ def demo(
     from db.models import Onboarding
     from db.settings import get_settings
     from tasks.history.demo import load_demo
-    from tasks.reporting.reports import build_memo, previous_month, record_audits, write_memo_files
+    from tasks.reporting.audit import record_audits
+    from tasks.reporting.memo import build_memo, previous_month, write_memo_files
 
     if n < 1 or months < 1:
         raise HandoffError("--onboardings and --months must be at least 1")

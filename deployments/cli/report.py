@@ -21,7 +21,8 @@ def report_weekly(
     as_json: JsonOpt = False,
 ) -> None:
     """Last week's review: stage aging, blockers, threshold breaks, actions, risks."""
-    from tasks.reporting.reports import build_weekly_review, deliver_due, queue_weekly_email
+    from tasks.reporting.steps import deliver_due
+    from tasks.reporting.weekly import build_weekly_review, queue_weekly_email
 
     at = when(as_of, "--as-of")
     with transaction() as (session, playbook):

@@ -24,14 +24,14 @@ def memo(
 ) -> None:
     """The founder's one-page monthly memo: HTML and PNG charts, or sent by e-mail."""
     from db.settings import get_settings
-    from tasks.reporting.reports import (
+    from tasks.reporting.memo import (
         build_memo,
-        deliver_due,
         parse_month,
         previous_month,
         queue_memo_email,
         write_memo_files,
     )
+    from tasks.reporting.steps import deliver_due
 
     now = dt.datetime.now(dt.UTC)
     with transaction() as (session, playbook):
@@ -60,7 +60,7 @@ def kpi(
     """The KPI table for the last N days, for the portfolio, each segment and offer."""
     from tasks.reporting.kpis.metrics import METRICS
     from tasks.reporting.kpis.table import kpi_table
-    from tasks.reporting.reports import context_for, records_of
+    from tasks.reporting.shared import context_for, records_of
 
     if days < 1:
         raise HandoffError(f"--days {days} must be at least 1")

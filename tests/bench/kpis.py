@@ -48,7 +48,8 @@ def kpis_worker(source: str, runs: str) -> dict[str, Any]:
     from tasks.mail.render import render_message
     from tasks.reporting.kpis.periods import month_bounds
     from tasks.reporting.kpis.table import compute_kpis
-    from tasks.reporting.reports import build_memo, context_for, memo_context
+    from tasks.reporting.memo import build_memo, memo_context
+    from tasks.reporting.shared import context_for
 
     get_settings.cache_clear()
     engine = get_engine(f"sqlite:///{source}")

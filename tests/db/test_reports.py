@@ -15,7 +15,9 @@ from db.playbook import Playbook
 from tasks.history.demo import load_demo
 from tasks.history.generator import generate_history
 from tasks.onboarding import records
-from tasks.reporting import reports
+from tasks.reporting.audit import record_audits
+from tasks.reporting.steps import compile_monthly_memo, deliver_outbox
+from tasks.reporting.weekly import build_weekly_review
 from tests.smtp_server import LoopbackSmtp
 
 END = dt.datetime(2026, 11, 2, 13, 0, tzinfo=dt.UTC)  # Monday 08:00 New York
@@ -49,9 +51,9 @@ def test_seeded_history_is_consistent(seeded: Session, playbook: Playbook) -> No
 def test_each_threshold_creates_exactly_one_action(seeded: Session, playbook: Playbook) -> None:
     session = seeded
     with session.begin():
-        first = reports.build_weekly_review(session, playbook, END)
+        first = build_weekly_review(session, playbook, END)
     with session.begin():
-        again = reports.build_weekly_review(session, playbook, END + dt.timedelta(hours=3))
+        again = build_weekly_review(session, playbook, END + dt.timedelta(hours=3))
     keys = {f"{t.key}:{WEEK}" for t in playbook.kpi_thresholds}
     with session.begin():
         actions = session.scalars(select(CorrectiveAction).where(
@@ -69,12 +71,12 @@ def test_each_threshold_creates_exactly_one_action(seeded: Session, playbook: Pl
     # open actions appear in the next review until closed with a note
     next_week = END + dt.timedelta(days=7)
     with session.begin():
-        listed = reports.build_weekly_review(session, playbook, next_week).actions
+        listed = build_weekly_review(session, playbook, next_week).actions
         assert rework_id in set(listed["id"])
         records.close_action(session, rework_id, note="packet pre-check added", by="founder",
                              at=next_week)
     with session.begin():
-        listed = reports.build_weekly_review(session, playbook, next_week).actions
+        listed = build_weekly_review(session, playbook, next_week).actions
     assert rework_id not in set(listed["id"])
     assert "tighten packet quality gate" in first.markdown
 
@@ -82,9 +84,9 @@ def test_each_threshold_creates_exactly_one_action(seeded: Session, playbook: Pl
 def test_post_onboarding_audit_once_per_client(seeded: Session, playbook: Playbook) -> None:
     session = seeded
     with session.begin():
-        recorded = reports.record_audits(session, playbook, END)
+        recorded = record_audits(session, playbook, END)
     with session.begin():
-        assert reports.record_audits(session, playbook, END) == 0
+        assert record_audits(session, playbook, END) == 0
         due = session.scalar(select(func.count()).select_from(Onboarding).where(
             Onboarding.ready_at <= END - dt.timedelta(days=30)))
         assert recorded == due and recorded > 100
@@ -97,11 +99,11 @@ def test_post_onboarding_audit_once_per_client(seeded: Session, playbook: Playbo
 def test_memo_arrives_once_over_smtp_with_charts_and_csv(seeded: Session, playbook: Playbook,
                                                           smtp: LoopbackSmtp) -> None:
     as_of = "2026-11-01T09:00"
-    first = reports.compile_monthly_memo.fn("2026-10", as_of)
-    sent = reports.deliver_outbox.fn(as_of)
-    second = reports.compile_monthly_memo.fn("2026-10", as_of)
-    again = reports.deliver_outbox.fn(as_of)
-    assert (first["queued"], second["queued"]) == (True, False)
+    first = compile_monthly_memo.fn("2026-10", as_of)
+    sent = deliver_outbox.fn(as_of)
+    second = compile_monthly_memo.fn("2026-10", as_of)
+    again = deliver_outbox.fn(as_of)
+    assert (first.queued, second.queued) == (True, False)
     assert (sent["sent"], again["sent"]) == (1, 0)
     memos = [m for m in smtp.messages if "Onboarding memo" in str(m.message["Subject"])]
     assert len(memos) == 1

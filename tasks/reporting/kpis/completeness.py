@@ -106,7 +106,9 @@ def missing_at_handoff_qa(onboardings: pd.DataFrame, artifacts: pd.DataFrame,
     moments = handed.set_index("id")["ready_at"].copy()
     moments.update(first)
     if moments.empty or not handoff_items:
-        return pd.DataFrame(columns=["onboarding_id", "key", "missing"])
+        # Typed, so callers can filter on "missing" (an untyped empty column selects columns).
+        return pd.DataFrame({"onboarding_id": pd.Series(dtype="int64"),
+                             "key": pd.Series(dtype=object), "missing": pd.Series(dtype=bool)})
     # One row per client and handoff item, clients in order, items in playbook order.
     grid = pd.DataFrame({"onboarding_id": moments.index.repeat(len(handoff_items)),
                          "key": handoff_items * len(moments)})
