@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from db.models import Base, CorrectiveAction, FounderInterruption, Onboarding
 from db.playbook import Playbook
-from tasks.history.generator import SEED_NOTE, SeedReport, generate_history
+from tasks.history.generator import SeedReport, generate_history
+from tasks.history.rows import SEED_NOTE
 
 
 @dataclass(frozen=True)
