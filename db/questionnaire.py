@@ -1,6 +1,6 @@
 """The playbook's `portal` section: link lifetime, stage words for clients, the questionnaire.
 
-Validated at playbook load like everything else (db/playbook.py checks the artifact keys a
+Validated at playbook load like everything else (db/playbook/model.py checks the artifact keys a
 section records against the stages).
 """
 

@@ -3,8 +3,8 @@
 A save checks every posted answer first; one bad answer refuses the whole post with a line per
 field and nothing is written (files included). A submit saves, then, if every required answer is
 there, records the questionnaire's artifacts with the client as actor through the same service
-layer as the CLI (tasks/records.py) and queues one notice to the owner. The submission row is
-unique per client, so two tabs submitting at once record it once.
+layer as the CLI (tasks/onboarding/records/) and queues one notice to the owner. The submission
+row is unique per client, so two tabs submitting at once record it once.
 """
 
 from __future__ import annotations

@@ -1,0 +1,175 @@
+"""The playbook as one validated object: cross-section checks, and the lookups used everywhere."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from db.playbook.parts import (
+    WEEKDAYS,
+    BlockerType,
+    Business,
+    Calendar,
+    Deals,
+    Escalations,
+    Inbox,
+    InputLimits,
+    Item,
+    Key,
+    KpiThreshold,
+    Lane,
+    PacketSection,
+    PlaybookModel,
+    Sla,
+    Stage,
+)
+from db.questionnaire import Portal
+from db.validation import HandoffError
+
+STAGE_ORDER = (
+    "close_confirmation",
+    "intake_completion",
+    "kickoff_alignment",
+    "setup_execution",
+    "ready_to_deliver",
+)
+
+
+class PlaybookError(HandoffError):
+    """The playbook file is missing, unreadable or invalid; the message names the bad key."""
+
+
+class Playbook(PlaybookModel):
+    """The whole operating model, checked across sections (lanes, stages, items, portal)."""
+
+    version: str = Field(min_length=1)
+    business: Business
+    calendar: Calendar
+    lanes: dict[str, Lane] = Field(min_length=1)
+    stages: list[Stage]
+    checklists: dict[Key, list[Item]] = {}
+    slas: dict[Key, Sla]
+    blockers: dict[Key, BlockerType] = Field(min_length=1)
+    escalations: Escalations
+    kpi_thresholds: list[KpiThreshold] = []
+    founder_boundaries: dict[Key, str] = Field(min_length=1)
+    packet_sections: list[PacketSection] = Field(min_length=1)
+    risk_categories: dict[Key, str] = {}
+    interruption_categories: list[Key] = Field(min_length=1)
+    inbox: Inbox = Inbox()
+    deals: Deals = Deals()
+    alerts: dict[str, list[Key]] = {}  # lane -> alert channel names (URLs: HANDOFF_ALERT_URLS)
+    input_limits: InputLimits = InputLimits()
+
+    @model_validator(mode="after")
+    def _deal_and_alert_lanes(self) -> Playbook:
+        self._check_lane("deals.lane", self.deals.lane)
+        for lane in self.alerts:
+            self._check_lane(f"alerts.{lane}", lane)
+        return self
+
+    portal: Portal | None = None  # the client portal; without it the portal shows status only
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Playbook:
+        keys = [s.key for s in self.stages]
+        if tuple(keys) != STAGE_ORDER:
+            missing = [k for k in STAGE_ORDER if k not in keys]
+            detail = f"missing {', '.join(missing)}" if missing else f"got {', '.join(keys)}"
+            raise ValueError(
+                f"stages must be exactly, in order, {', '.join(STAGE_ORDER)} ({detail})"
+            )
+        seen: dict[str, str] = {}
+        for where, item in self._all_items():
+            if item.key in seen:
+                raise ValueError(f"{where}: item key {item.key!r} is also used in {seen[item.key]}")
+            seen[item.key] = where
+            self._check_lane(where, item.lane)
+        for stage in self.stages:
+            self._check_lane(f"stages.{stage.key}.lane", stage.lane)
+            for name in stage.checklists:
+                if name not in self.checklists:
+                    raise ValueError(f"stages.{stage.key}.checklists: unknown checklist {name!r}")
+        for key, sla in self.slas.items():
+            self._check_lane(f"slas.{key}.lane", sla.lane)
+            for ref in (sla.until, sla.while_):
+                if ref is not None and ref not in keys:
+                    raise ValueError(f"slas.{key}: unknown stage {ref!r}")
+        for key, blocker in self.blockers.items():
+            self._check_lane(f"blockers.{key}.lane", blocker.lane)
+            if blocker.founder_boundary and blocker.founder_boundary not in self.founder_boundaries:
+                raise ValueError(f"blockers.{key}.founder_boundary: unknown boundary "
+                                 f"{blocker.founder_boundary!r}")
+        for threshold in self.kpi_thresholds:
+            self._check_lane(f"kpi_thresholds.{threshold.key}.owner_lane", threshold.owner_lane)
+        return self
+
+    @model_validator(mode="after")
+    def _portal_consistent(self) -> Playbook:
+        if self.portal is None:
+            return self
+        keys = [s.key for s in self.stages]
+        for key in self.portal.stages:
+            if key not in keys:
+                raise ValueError(f"portal.stages: unknown stage {key!r} "
+                                 f"(stages: {', '.join(keys)})")
+        for key in keys:
+            if key not in self.portal.stages:
+                raise ValueError(f"portal.stages: no client words for stage {key!r}")
+        items = {i.key for _where, i in self._all_items()}
+        questionnaire = self.portal.questionnaire
+        for where, recorded in [("portal.questionnaire.records", questionnaire.records),
+                                *[(f"portal.questionnaire.sections.{s.key}.records", s.records)
+                                  for s in questionnaire.sections]]:
+            for key in recorded:
+                if key not in items:
+                    raise ValueError(f"{where}: unknown artifact {key!r}")
+        return self
+
+    def _check_lane(self, where: str, lane: str) -> None:
+        if lane not in self.lanes:
+            raise ValueError(f"{where}: unknown lane {lane!r} (lanes: {', '.join(self.lanes)})")
+
+    def _all_items(self) -> list[tuple[str, Item]]:
+        items = [(f"stages.{s.key}.artifacts", a) for s in self.stages for a in s.artifacts]
+        items += [(f"checklists.{n}", i) for n, lst in self.checklists.items() for i in lst]
+        return items
+
+    # -- lookups used everywhere -------------------------------------------------------------
+
+    def stage(self, key: str) -> Stage:
+        """The stage with this key, or a PlaybookError naming the known ones."""
+        for stage in self.stages:
+            if stage.key == key:
+                return stage
+        raise PlaybookError(f"unknown stage {key!r}; expected one of {', '.join(STAGE_ORDER)}")
+
+    def next_stage(self, key: str) -> Stage | None:
+        """The stage after this one, or None after the last."""
+        index = STAGE_ORDER.index(self.stage(key).key)
+        return self.stages[index + 1] if index + 1 < len(self.stages) else None
+
+    def required_items(self, stage_key: str) -> list[Item]:
+        """Artifacts plus checklist items that must exist before leaving a stage."""
+        stage = self.stage(stage_key)
+        items = list(stage.artifacts)
+        for name in stage.checklists:
+            items.extend(self.checklists[name])
+        return items
+
+    def item(self, key: str) -> tuple[Stage, Item]:
+        """The stage an artifact/checklist item belongs to, and the item."""
+        for stage in self.stages:
+            for item in self.required_items(stage.key):
+                if item.key == key:
+                    return stage, item
+        raise PlaybookError(
+            f"unknown artifact {key!r}; see 'handoff playbook show' for the artifact keys"
+        )
+
+    @property
+    def all_item_keys(self) -> list[str]:
+        return [i.key for s in self.stages for i in self.required_items(s.key)]
+
+    @property
+    def workday_numbers(self) -> frozenset[int]:
+        return frozenset(WEEKDAYS[d] for d in self.calendar.workdays)
