@@ -11,7 +11,9 @@ from db.lease import lease
 from db.playbook import Playbook
 from db.settings import Settings
 from tasks.calendar.clock import parse_as_of
-from tasks.comms.cadences import due_escalations, due_messages, load_snapshot
+from tasks.comms.cadences import due_messages
+from tasks.comms.escalations import due_escalations
+from tasks.comms.snapshot import load_snapshot
 from tasks.mail.delivery import deliver
 from tasks.mail.outbox import Draft, enqueue_many
 from tasks.onboarding.records import log_event

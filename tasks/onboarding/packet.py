@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Artifact, Blocker, Event, FounderDecision, Packet, Risk
 from db.playbook import Playbook
-from tasks.comms.cadences import local_time
+from tasks.comms.context import local_time
 from tasks.mail.render import render_page
 from tasks.onboarding import records
 

@@ -25,6 +25,8 @@ from db.session import session_factory, transaction
 from db.settings import get_settings
 from db.validation import HandoffError, parse_instant
 from tasks.comms import keys
+from tasks.comms.context import context
+from tasks.comms.snapshot import Client
 from tasks.comms.sweeps import queue_due
 from tasks.mail.delivery import deliver
 from tasks.mail.outbox import Draft, business_context, enqueue
@@ -205,8 +207,6 @@ def deliver_handoff_packet(onboarding_id: int) -> int:
       cache_policy=NO_CACHE)
 def confirm_ready(onboarding_id: int) -> str:
     """Tell the client they are ready for delivery (once), and finish."""
-    from tasks.comms.cadences import Client, context
-
     playbook, factory, now = get_playbook(), session_factory(), utcnow()
     with factory.begin() as session:
         ob = records.get_onboarding(session, onboarding_id)

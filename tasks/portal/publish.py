@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from db.models import utcnow
 from db.playbook import Playbook, get_playbook
 from db.session import transaction
-from tasks.comms.cadences import local_time
+from tasks.comms.context import local_time
 from tasks.mail.render import render_page
 from tasks.onboarding import records
 from tasks.portal import intake

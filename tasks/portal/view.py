@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Onboarding
 from db.playbook import Playbook
-from tasks.comms.cadences import local_time, person
+from tasks.comms.context import local_time, person
 from tasks.mail.outbox import owners_away
 from tasks.onboarding import records
 from tasks.portal import intake

@@ -34,7 +34,7 @@ SWEEP_SIZES = (1_000, 10_000, 100_000)
 REPEATS = {1_000: 5, 10_000: 5, 100_000: 2}
 
 # The floor: one hand-written statement per sweep returning everything the rules read, one row
-# per fact, tagged by kind. Same facts as tasks.comms.load_snapshot, one round trip.
+# per fact, tagged by kind. Same facts as tasks.comms.snapshot.load_snapshot, one round trip.
 FLOOR_SQL = """
 SELECT 'o', o.id, o.client_name, o.segment, o.offer, o.owner_email, o.backup_email,
        o.contact_emails, o.stage, o.stage_entered_at, o.next_action, o.next_action_due,
@@ -105,7 +105,9 @@ def _day(value: Any) -> dt.date | None:
 
 def floor_sweep(dbapi: Any, playbook: Any, as_of: dt.datetime, *, messages: bool) -> list[Any]:
     """One statement, the same Client/Snapshot objects, the same rules, the same rendering."""
-    from tasks.comms.cadences import Client, SentMessage, Snapshot, due_escalations, due_messages
+    from tasks.comms.cadences import due_messages
+    from tasks.comms.escalations import due_escalations
+    from tasks.comms.snapshot import Client, SentMessage, Snapshot
     from tasks.mail.render import render_message
 
     local_day = as_of.astimezone(playbook.calendar.tz).date().isoformat()

@@ -21,8 +21,9 @@ from db.playbook import Playbook, get_playbook
 from db.session import session_factory
 from db.settings import get_settings
 from tasks.comms.alerts import PREFIX
-from tasks.comms.cadences import Client, context
+from tasks.comms.context import context
 from tasks.comms.keys import alert_copy
+from tasks.comms.snapshot import Client
 from tasks.mail.delivery import deliver
 from tasks.mail.outbox import Draft, enqueue_many
 from tasks.onboarding import records

@@ -20,7 +20,8 @@ from db.models import Communication, Event, utcnow
 from db.playbook import Playbook
 from db.session import session_factory
 from db.settings import get_settings
-from tasks.comms.cadences import Client, context
+from tasks.comms.context import context
+from tasks.comms.snapshot import Client
 from tasks.mail.alarm import TransportAlarm, current_alarm, on_transport_alarm
 from tasks.mail.delivery import (
     BACKOFF_MINUTES,

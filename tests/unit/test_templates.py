@@ -24,7 +24,8 @@ from db.playbook import Playbook, get_playbook
 from db.session import session_factory
 from db.settings import get_settings
 from db.validation import HandoffError
-from tasks.comms.cadences import Client, context
+from tasks.comms.context import context
+from tasks.comms.snapshot import Client
 from tasks.comms.sweeps import run_sweep
 from tasks.mail.delivery import SENDING_LEASE, deliver
 from tasks.mail.outbox import Draft, business_context, enqueue

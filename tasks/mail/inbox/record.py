@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 from db.models import Communication, InboundMessage, Onboarding
 from db.playbook import Playbook
 from tasks.comms import keys
-from tasks.comms.cadences import local_time, reply_pause_end
+from tasks.comms.cadences import reply_pause_end
+from tasks.comms.context import local_time
 from tasks.mail.inbox.classify import Inbound
 from tasks.mail.inbox.match import Match
 from tasks.mail.outbox import notify_delivery_problem, notify_owner

@@ -1,0 +1,46 @@
+"""What a template may say about one client: names, local times, the next action."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from db.playbook import Playbook
+from tasks.comms.snapshot import Client
+from tasks.mail.outbox import business_context
+
+
+def person(email: str) -> dict[str, str]:
+    """A person as templates show them."""
+    local = email.split("@", 1)[0].replace(".", " ").replace("_", " ")
+    return {"name": local.title(), "email": email}
+
+
+def local_time(playbook: Playbook, at: dt.datetime | None) -> str:
+    """A time as a client reads it, in the business's timezone."""
+    if at is None:
+        return "to be agreed"
+    return at.astimezone(playbook.calendar.tz).strftime("%a %d %b %Y, %H:%M %Z")
+
+
+def context(playbook: Playbook, client: Client, *, owner_email: str | None = None,
+            due: dt.datetime | None = None, **extra: Any) -> dict[str, Any]:
+    """Everything a template may need about one client."""
+    ob = client.row
+    stage = playbook.stage(ob.stage)
+    items = playbook.required_items(ob.stage)
+    missing = [i.label for i in items if i.key not in client.artifacts]
+    done = [i.label for i in items if i.key in client.artifacts]
+    return {
+        "business": business_context(playbook),
+        "client": {"id": ob.id, "name": ob.client_name, "segment": ob.segment,
+                   "offer": ob.offer, "stage": stage.name, "owner": ob.owner_email,
+                   "backup": ob.backup_email},
+        "owner": person(owner_email or ob.owner_email),
+        "next_action": ob.next_action or f"Complete {stage.name}",
+        "due": local_time(playbook, due or ob.next_action_due),
+        "missing": missing,
+        "done_items": done,
+        "first_milestone": ob.first_milestone.isoformat() if ob.first_milestone else "to be agreed",
+        **extra,
+    }
