@@ -24,7 +24,8 @@ CATCH_UP_AT = SEED_END - dt.timedelta(hours=1)
 
 def seed_key() -> str:
     digest = hashlib.sha256()
-    for path in sorted([*(ROOT / "tasks" / "history").glob("*.py"), ROOT / "db" / "models.py",
+    for path in sorted([*(ROOT / "tasks" / "history").glob("*.py"),
+                        *(ROOT / "db" / "models").glob("*.py"),
                         ROOT / "deployments" / "playbook.yaml",
                         *(ROOT / "db" / "migrations" / "versions").glob("*.py")]):
         digest.update(path.read_bytes())
