@@ -79,6 +79,9 @@ def _sentence(metric: Metric, now: float, before: float) -> str:
            f"{metric.format(now)}."
 
 
+Change = tuple[float, str, str]  # signed improvement, the sentence saying it, the KPI key
+
+
 def build_memo(session: Session, playbook: Playbook, month: str,
                as_of: dt.datetime | None = None) -> Memo:
     """The one-page monthly memo for 'YYYY-MM' (data as of the month's end unless given)."""
@@ -90,9 +93,50 @@ def build_memo(session: Session, playbook: Playbook, month: str,
     now, before = series.iloc[-1], series.iloc[-2]
     prev_start = series["start"].iloc[-2]
 
+    tiles, improved, worse = _tiles(now, before)
+    aging_now = stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar, start, end)
+    aging_before = stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar,
+                               prev_start, start)
+    sla_days = {s.key: in_business_days(playbook, s.sla.within, s.sla.unit)
+                for s in playbook.stages}
+    persists = _over_sla(playbook, aging_now, sla_days) + [text for _c, text, _k in worse][:3]
+    blockers = blockers_by_type(ctx.frames.blockers, ctx.calendar, start, end)
+    root = _root_cause(playbook, blockers)
+    actions = ctx.frames.actions
+    closed = actions[actions["closed_at"].between(start, end, inclusive="left")]
+    fixes = [{"title": r.title, "note": r.close_note, "owner": r.owner_email}
+             for r in closed.itertuples()]
+    signals = capacity_signals(ctx, playbook, weekly_series(ctx, end, SERIES_WEEKS), end)
+
+    month_label = pd.Period(month, freq="M").strftime("%B %Y")
+    context = {
+        "business": business_context(playbook),
+        "memo": {
+            "month": month, "month_label": month_label,
+            "headline": _headline(improved, worse, now),
+            "tiles": tiles,
+            "improved": [t for _c, t, _k in improved][:3] or ["Nothing moved enough to call."],
+            "persists": persists or ["No stage is running over its SLA."],
+            "root_cause": root, "fixes": fixes,
+            "priorities": _priorities(playbook, actions, worse, root),
+            "signals": [{"text": s.text, "lane": s.lane,
+                         "lane_name": playbook.lanes[s.lane].name} for s in signals],
+            "audit": _audit_summary(ctx.frames.audits, start, end),
+            "handoffs": int(now["handoffs"]),
+            "replies": client_replies(ctx, start, end, playbook),
+        },
+    }
+    png = _charts(playbook, series, aging_now, aging_before, sla_days, blockers)
+    return Memo(month=month, context=context, charts=png,
+                table=kpi_table(ctx, start, end).round(4))
+
+
+def _tiles(now: pd.Series, before: pd.Series) -> tuple[list[dict[str, str]], list[Change],
+                                                       list[Change]]:
+    """The headline KPIs this month against last, and which moved enough to call, best first."""
     tiles: list[dict[str, str]] = []
-    improved: list[tuple[float, str, str]] = []
-    worse: list[tuple[float, str, str]] = []
+    improved: list[Change] = []
+    worse: list[Change] = []
     for key in HEADLINE:
         metric = METRICS[key]
         change = _change(metric, float(now[key]), float(before[key]))
@@ -106,32 +150,33 @@ def build_memo(session: Session, playbook: Playbook, month: str,
             metric, float(now[key]), float(before[key])), key))
     improved.sort(reverse=True)
     worse.sort()
+    return tiles, improved, worse
 
-    aging_now = stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar, start, end)
-    aging_before = stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar,
-                                    prev_start, start)
-    sla_days = {s.key: in_business_days(playbook, s.sla.within, s.sla.unit)
-                for s in playbook.stages}
-    over = aging_now.assign(sla=aging_now["stage"].map(sla_days))
+
+def _over_sla(playbook: Playbook, aging: pd.DataFrame, sla_days: dict[str, float]) -> list[str]:
+    """The two stages whose median stay ran furthest over their SLA this month."""
+    over = aging.assign(sla=aging["stage"].map(sla_days))
     over = over[over["median_days"] > over["sla"]].sort_values("median_days", ascending=False)
-    persists = [f"{playbook.stage(r.stage).name} takes {r.median_days:.1f} business days "
-                f"(median) against a {r.sla:g}-day SLA." for r in over.itertuples()][:2]
-    persists += [text for _c, text, _k in worse][:3]
+    return [f"{playbook.stage(r.stage).name} takes {r.median_days:.1f} business days "
+            f"(median) against a {r.sla:g}-day SLA." for r in over.itertuples()][:2]
 
-    blockers = blockers_by_type(ctx.frames.blockers, ctx.calendar, start, end)
-    root = None
-    if len(blockers) and blockers["blocked_days"].sum() > 0:
-        top = blockers.sort_values("blocked_days", ascending=False).iloc[0]
-        share = top["blocked_days"] / blockers["blocked_days"].sum()
-        kind = playbook.blockers.get(str(top["type"]))
-        root = {"label": kind.label if kind else str(top["type"]), "opened": int(top["opened"]),
-                "days": f"{top['blocked_days']:.0f}", "share": f"{share * 100:.0f}%",
-                "lane": kind.lane if kind else "B"}
 
-    actions = ctx.frames.actions
-    closed = actions[actions["closed_at"].between(start, end, inclusive="left")]
-    fixes = [{"title": r.title, "note": r.close_note, "owner": r.owner_email}
-             for r in closed.itertuples()]
+def _root_cause(playbook: Playbook, blockers: pd.DataFrame) -> dict[str, Any] | None:
+    """The blocker type that held clients up longest this month, with its share of the time."""
+    if not len(blockers) or blockers["blocked_days"].sum() <= 0:
+        return None
+    top = blockers.sort_values("blocked_days", ascending=False).iloc[0]
+    share = top["blocked_days"] / blockers["blocked_days"].sum()
+    kind = playbook.blockers.get(str(top["type"]))
+    return {"label": kind.label if kind else str(top["type"]), "opened": int(top["opened"]),
+            "days": f"{top['blocked_days']:.0f}", "share": f"{share * 100:.0f}%",
+            "lane": kind.lane if kind else "B"}
+
+
+def _priorities(playbook: Playbook, actions: pd.DataFrame, worse: list[Change],
+                root: dict[str, Any] | None) -> list[str]:
+    """Next month's three priorities: open corrective actions, then the playbook's action for
+    each KPI that got worse, then the top root cause."""
     still_open = actions[actions["closed_at"].isna()].sort_values("created_at")
     priorities: list[str] = [f"{r.title} (owner {r.owner_email}, due {r.due})"
                              for r in still_open.itertuples()][:3]
@@ -145,53 +190,44 @@ def build_memo(session: Session, playbook: Playbook, month: str,
     if root and len(priorities) < 3:
         priorities.append(f"Attack the top root cause: {str(root['label']).lower()} "
                           f"(lane {root['lane']}).")
+    return priorities
 
-    weekly = weekly_series(ctx, end, SERIES_WEEKS)
-    signals = capacity_signals(ctx, playbook, weekly, end)
-    audits = ctx.frames.audits[ctx.frames.audits["at"].between(start, end, inclusive="left")]
-    audit = None
-    if len(audits):
-        met = audits["first_milestone_met"].dropna()
-        audit = {"count": len(audits),
-                 "milestone": f"{met.astype(bool).mean() * 100:.0f}%" if len(met) else "n/a",
-                 "churn": int(audits["churn_risk"].astype(bool).sum()),
-                 "incidents": int(audits["incidents"].sum())}
 
-    headline = _headline(improved, worse, now)
-    month_label = pd.Period(month, freq="M").strftime("%B %Y")
-    context = {
-        "business": business_context(playbook),
-        "memo": {
-            "month": month, "month_label": month_label, "headline": headline,
-            "tiles": tiles,
-            "improved": [t for _c, t, _k in improved][:3] or ["Nothing moved enough to call."],
-            "persists": persists or ["No stage is running over its SLA."],
-            "root_cause": root, "fixes": fixes, "priorities": priorities,
-            "signals": [{"text": s.text, "lane": s.lane,
-                         "lane_name": playbook.lanes[s.lane].name} for s in signals],
-            "audit": audit, "handoffs": int(now["handoffs"]),
-            "replies": client_replies(ctx, start, end, playbook),
-        },
-    }
+def _audit_summary(audits: pd.DataFrame, start: pd.Timestamp,
+                   end: pd.Timestamp) -> dict[str, Any] | None:
+    """The month's 30-day audits in four numbers, or None when there were none."""
+    audits = audits[audits["at"].between(start, end, inclusive="left")]
+    if not len(audits):
+        return None
+    met = audits["first_milestone_met"].dropna()
+    return {"count": len(audits),
+            "milestone": f"{met.astype(bool).mean() * 100:.0f}%" if len(met) else "n/a",
+            "churn": int(audits["churn_risk"].astype(bool).sum()),
+            "incidents": int(audits["incidents"].sum())}
+
+
+def _charts(playbook: Playbook, series: pd.DataFrame, aging_now: pd.DataFrame,
+            aging_before: pd.DataFrame, sla_days: dict[str, float],
+            blockers: pd.DataFrame) -> dict[str, bytes]:
+    """The memo's PNG charts that have something to draw, stages and blockers named as the
+    playbook names them."""
+    def stage_name(key: str) -> str:
+        return playbook.stage(key).name
+
     drawn = {
         "kpi_trends": charts.kpi_trends(series),
         "stage_aging": charts.stage_aging(
-            aging_now.set_index("stage")["median_days"].rename(
-                lambda s: playbook.stage(s).name),
-            aging_before.set_index("stage")["median_days"].rename(
-                lambda s: playbook.stage(s).name),
-            pd.Series({playbook.stage(k).name: v for k, v in sla_days.items()})),
+            aging_now.set_index("stage")["median_days"].rename(stage_name),
+            aging_before.set_index("stage")["median_days"].rename(stage_name),
+            pd.Series({stage_name(k): v for k, v in sla_days.items()})),
         "blockers": charts.blockers_by_type(
             blockers.assign(type=blockers["type"].map(
                 lambda t: playbook.blockers[t].label if t in playbook.blockers else t))),
     }
-    png = {name: image for name, image in drawn.items() if image is not None}
-    return Memo(month=month, context=context, charts=png,
-                table=kpi_table(ctx, start, end).round(4))
+    return {name: image for name, image in drawn.items() if image is not None}
 
 
-def _headline(improved: list[tuple[float, str, str]], worse: list[tuple[float, str, str]],
-              now: pd.Series) -> str:
+def _headline(improved: list[Change], worse: list[Change], now: pd.Series) -> str:
     handed = int(now["handoffs"])
     if worse and (not improved or abs(worse[0][0]) > improved[0][0]):
         key = worse[0][2]

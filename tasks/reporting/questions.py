@@ -11,15 +11,25 @@ from tasks.reporting.kpis.completeness import missing_at_handoff_qa
 from tasks.reporting.kpis.speed import stage_aging
 from tasks.reporting.kpis.table import Context
 
+Answer = dict[str, str]  # question, answer, owner (the lane owner who acts on it)
+
 
 def audit_answers(ctx: Context, playbook: Playbook, start: pd.Timestamp,
-                  end: pd.Timestamp) -> list[dict[str, str]]:
+                  end: pd.Timestamp) -> list[Answer]:
     """The blueprint's six weekly audit questions, answered from the week's data, with owners."""
-    f, cal = ctx.frames, ctx.calendar
-    lanes = playbook.lanes
-    prev = start - pd.Timedelta(days=7)
-    answers = []
+    return [question(ctx, playbook, start, end) for question in (
+        _stage_aging, _blocker_types, _clarifications, _missing_artifacts, _escalations,
+        _interrupting_lane)]
 
+
+def _answer(question: str, answer: str, owner: object) -> Answer:
+    return {"question": question, "answer": answer, "owner": str(owner)}
+
+
+def _stage_aging(ctx: Context, playbook: Playbook, start: pd.Timestamp,
+                 end: pd.Timestamp) -> Answer:
+    f, cal, lanes = ctx.frames, ctx.calendar, playbook.lanes
+    prev = start - pd.Timedelta(days=7)
     this = stage_aging(f.onboardings, ctx.stays, cal, start, end).set_index("stage")
     before = stage_aging(f.onboardings, ctx.stays, cal, prev, start).set_index("stage")
     change = (this["median_days"] - before["median_days"]).dropna()
@@ -34,34 +44,43 @@ def audit_answers(ctx: Context, playbook: Playbook, start: pd.Timestamp,
             f"no stage aged more than last week; oldest now: "
             f"{playbook.stage(str(stage_now.idxmax())).name}")
         owner = lanes["A"].owner
-    answers.append({"question": "Which stage had the highest aging increase this week?",
-                    "answer": answer, "owner": str(owner)})
+    return _answer("Which stage had the highest aging increase this week?", answer, owner)
 
-    table = blockers_by_type(f.blockers, cal, start, end)
+
+def _blocker_types(ctx: Context, playbook: Playbook, start: pd.Timestamp,
+                   end: pd.Timestamp) -> Answer:
+    question, lanes = "Which blocker type appeared most often?", playbook.lanes
+    table = blockers_by_type(ctx.frames.blockers, ctx.calendar, start, end)
     table = table[table["opened"] > 0]
-    if len(table):
-        top = table.iloc[0]
-        kind = playbook.blockers.get(str(top["type"]))
-        answers.append({"question": "Which blocker type appeared most often?",
-                        "answer": f"{kind.label if kind else top['type']}: {top['opened']} opened",
-                        "owner": str(lanes[kind.lane if kind else 'B'].owner)})
-    else:
-        answers.append({"question": "Which blocker type appeared most often?",
-                        "answer": "no blockers opened this week", "owner": str(lanes["B"].owner)})
+    if not len(table):
+        return _answer(question, "no blockers opened this week", lanes["B"].owner)
+    top = table.iloc[0]
+    kind = playbook.blockers.get(str(top["type"]))
+    return _answer(question, f"{kind.label if kind else top['type']}: {top['opened']} opened",
+                   lanes[kind.lane if kind else "B"].owner)
 
+
+def _clarifications(ctx: Context, playbook: Playbook, start: pd.Timestamp,
+                    end: pd.Timestamp) -> Answer:
+    responses = ctx.frames.responses
     month = start - pd.Timedelta(days=21)
-    asks = f.responses[(f.responses["kind"] == "clarification") & (f.responses["at"] >= month)
-                       & (f.responses["at"] < end)]
+    asks = responses[(responses["kind"] == "clarification") & (responses["at"] >= month)
+                     & (responses["at"] < end)]
     counts = asks["template"].dropna().value_counts()
-    answers.append({
-        "question": "Which template generated the most client clarification requests?",
-        "answer": (f"{counts.index[0]}: {counts.iloc[0]} clarification requests in 4 weeks"
-                   if len(counts) else "no clarification requests in 4 weeks"),
-        "owner": str(lanes[catalog()[str(counts.index[0])].lane if len(counts)
-                           and str(counts.index[0]) in catalog() else "C"].owner)})
+    return _answer(
+        "Which template generated the most client clarification requests?",
+        (f"{counts.index[0]}: {counts.iloc[0]} clarification requests in 4 weeks"
+         if len(counts) else "no clarification requests in 4 weeks"),
+        playbook.lanes[catalog()[str(counts.index[0])].lane if len(counts)
+                       and str(counts.index[0]) in catalog() else "C"].owner)
 
+
+def _missing_artifacts(ctx: Context, playbook: Playbook, start: pd.Timestamp,
+                       end: pd.Timestamp) -> Answer:
+    f, lanes = ctx.frames, playbook.lanes
+    month = start - pd.Timedelta(days=21)
     missing = missing_at_handoff_qa(f.onboardings, f.artifacts, f.qa_reviews, ctx.items,
-                                         month, end)
+                                    month, end)
     missed = missing[missing["missing"]]["key"].value_counts()
     if len(missed):
         _stage, item = playbook.item(str(missed.index[0]))
@@ -69,9 +88,12 @@ def audit_answers(ctx: Context, playbook: Playbook, start: pd.Timestamp,
         owner = lanes[item.lane].owner
     else:
         answer, owner = "none missing at handoff QA in 4 weeks", lanes["D"].owner
-    answers.append({"question": "Which handoff artifacts were most frequently missing?",
-                    "answer": answer, "owner": str(owner)})
+    return _answer("Which handoff artifacts were most frequently missing?", answer, owner)
 
+
+def _escalations(ctx: Context, playbook: Playbook, start: pd.Timestamp,
+                 end: pd.Timestamp) -> Answer:
+    f = ctx.frames
     founder = str(playbook.business.founder.email)
     comms = f.communications
     escalated = comms[(comms["recipients"] == founder) & (comms["audience"] == "team")
@@ -90,10 +112,14 @@ def audit_answers(ctx: Context, playbook: Playbook, start: pd.Timestamp,
         answer = (f"client escalations: {len(escalations)} founder interruptions"
                   if len(escalations) else "no escalation reached the founder")
         lane = "C"
-    answers.append({"question": "Which escalation consumed the most leadership time?",
-                    "answer": answer, "owner": str(lanes[lane].owner)})
+    return _answer("Which escalation consumed the most leadership time?", answer,
+                   playbook.lanes[lane].owner)
 
-    week = f.interruptions[f.interruptions["at"].between(start, end, inclusive="left")]
+
+def _interrupting_lane(ctx: Context, playbook: Playbook, start: pd.Timestamp,
+                       end: pd.Timestamp) -> Answer:
+    interruptions, lanes = ctx.frames.interruptions, playbook.lanes
+    week = interruptions[interruptions["at"].between(start, end, inclusive="left")]
     by_lane = week["lane"].dropna().value_counts()
     if len(by_lane):
         lane = str(by_lane.index[0])
@@ -102,6 +128,5 @@ def audit_answers(ctx: Context, playbook: Playbook, start: pd.Timestamp,
                   f"{avoidable} avoidable")
     else:
         lane, answer = "C", "no founder interruptions this week"
-    answers.append({"question": "Which onboarding lane created the most founder interruptions?",
-                    "answer": answer, "owner": str(lanes[lane].owner)})
-    return answers
+    return _answer("Which onboarding lane created the most founder interruptions?", answer,
+                   lanes[lane].owner)
