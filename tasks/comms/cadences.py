@@ -6,6 +6,7 @@ about a message."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from db.playbook import Playbook, TimeUnit
@@ -18,6 +19,7 @@ from tasks.mail.outbox import Draft
 from tasks.mail.render import calendar_invite
 
 KICKOFF_MINUTES = 45
+DraftMaker = Callable[..., Draft]  # a client message of this client, from its template and key
 
 
 def due_messages(playbook: Playbook, snapshot: Snapshot, as_of: dt.datetime) -> list[Draft]:
@@ -59,23 +61,7 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
 
     kickoff_held = client.artifacts.get("kickoff_call_held")
     if ob.kickoff_at is not None and kickoff_held is None:
-        entered = ob.stage_entered_at if ob.stage == "kickoff_alignment" else as_of
-        sla = slas["kickoff_scheduled"]
-        due = due_after(playbook, entered, sla.within or 0, sla.unit)
-        invite = calendar_invite(
-            uid=f"kickoff-{ob.id}-{keys.kickoff_stamp(ob.kickoff_at)}@handoff", start=ob.kickoff_at,
-            minutes=KICKOFF_MINUTES, summary=f"Kickoff: {ob.client_name} × "
-            f"{playbook.business.name}", organizer=owner, attendees=[*contacts, owner],
-            description=f"Kickoff for {ob.offer}. Owner: {owner}.")
-        out.append(Draft(
-            onboarding_id=ob.id, template="kickoff_confirmation", recipients=contacts,
-            key=keys.kickoff_confirmation(ob.id, ob.kickoff_at),
-            context=context(playbook, client, owner_email=owner, due=due,
-                            kickoff={"local": local_time(playbook, ob.kickoff_at),
-                                     "minutes": KICKOFF_MINUTES}),
-            due_at=due, sla_key="kickoff_scheduled",
-            attachments=(Attachment(filename="kickoff.ics", content=invite,
-                                    mimetype="text/calendar"),)))
+        out.append(_kickoff_confirmation(playbook, client, owner, as_of))
 
     if kickoff_held is not None and as_of >= kickoff_held:
         sla = slas["kickoff_recap"]
@@ -83,22 +69,52 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
         out.append(draft("kickoff_recap", keys.kickoff_recap(ob.id), due, "kickoff_recap"))
 
     if ob.stage == "setup_execution":
-        sla = slas["setup_progress_update"]
-        updates = [m for m in client.sent("setup_progress_update")]
-        pending = [m for m in updates if m.sent_at is None]
-        if not pending:
-            last = max([ob.stage_entered_at, *[m.sent_at for m in updates if m.sent_at]])
-            due = due_after(playbook, last, sla.every or 0, sla.unit)
-            # Send an hour of business time early, so an hourly sweep meets the SLA.
-            every_hours = (sla.every or 0) * (business_hours_per_day(playbook) if sla.unit is
-                                              TimeUnit.BUSINESS_DAYS else 1)
-            send_at = due_after(playbook, last, every_hours - 1, TimeUnit.BUSINESS_HOURS)
-            if as_of >= send_at:
-                cycle = len(updates) + 1
-                out.append(draft("setup_progress_update",
-                                 keys.setup_progress_update(ob.id, cycle), due,
-                                 "setup_progress_update", cycle=cycle))
+        out.extend(_progress_update(playbook, client, as_of, draft))
     return out
+
+
+def _kickoff_confirmation(playbook: Playbook, client: Client, owner: str,
+                          as_of: dt.datetime) -> Draft:
+    """The kickoff's confirmation with its calendar invite (a moved kickoff is a new one)."""
+    ob = client.row
+    assert ob.kickoff_at is not None
+    entered = ob.stage_entered_at if ob.stage == "kickoff_alignment" else as_of
+    sla = playbook.slas["kickoff_scheduled"]
+    due = due_after(playbook, entered, sla.within or 0, sla.unit)
+    invite = calendar_invite(
+        uid=f"kickoff-{ob.id}-{keys.kickoff_stamp(ob.kickoff_at)}@handoff", start=ob.kickoff_at,
+        minutes=KICKOFF_MINUTES, summary=f"Kickoff: {ob.client_name} × "
+        f"{playbook.business.name}", organizer=owner, attendees=[*ob.contacts, owner],
+        description=f"Kickoff for {ob.offer}. Owner: {owner}.")
+    return Draft(
+        onboarding_id=ob.id, template="kickoff_confirmation", recipients=ob.contacts,
+        key=keys.kickoff_confirmation(ob.id, ob.kickoff_at),
+        context=context(playbook, client, owner_email=owner, due=due,
+                        kickoff={"local": local_time(playbook, ob.kickoff_at),
+                                 "minutes": KICKOFF_MINUTES}),
+        due_at=due, sla_key="kickoff_scheduled",
+        attachments=(Attachment(filename="kickoff.ics", content=invite,
+                                mimetype="text/calendar"),))
+
+
+def _progress_update(playbook: Playbook, client: Client, as_of: dt.datetime,
+                     draft: DraftMaker) -> list[Draft]:
+    """The next setup progress update, once the previous one went out and the next is near."""
+    ob, sla = client.row, playbook.slas["setup_progress_update"]
+    updates = [m for m in client.sent("setup_progress_update")]
+    if any(m.sent_at is None for m in updates):
+        return []
+    last = max([ob.stage_entered_at, *[m.sent_at for m in updates if m.sent_at]])
+    due = due_after(playbook, last, sla.every or 0, sla.unit)
+    # Send an hour of business time early, so an hourly sweep meets the SLA.
+    every_hours = (sla.every or 0) * (business_hours_per_day(playbook) if sla.unit is
+                                      TimeUnit.BUSINESS_DAYS else 1)
+    send_at = due_after(playbook, last, every_hours - 1, TimeUnit.BUSINESS_HOURS)
+    if as_of < send_at:
+        return []
+    cycle = len(updates) + 1
+    return [draft("setup_progress_update", keys.setup_progress_update(ob.id, cycle), due,
+                  "setup_progress_update", cycle=cycle)]
 
 
 def reply_pause_end(playbook: Playbook, replied_at: dt.datetime) -> dt.datetime:
@@ -114,7 +130,7 @@ def client_missing(playbook: Playbook, client: Client) -> list[str]:
 
 
 def _intake_messages(playbook: Playbook, client: Client, as_of: dt.datetime,
-                     draft: Any) -> list[Draft]:
+                     draft: DraftMaker) -> list[Draft]:
     ob = client.row
     if not client_missing(playbook, client):
         return []  # the client has sent everything: the cadence stops
