@@ -16,7 +16,7 @@ from tasks.mail.render import catalog
 from tasks.reporting.kpis.completeness import missing_at_handoff_qa
 from tasks.reporting.kpis.periods import month_bounds
 from tasks.reporting.kpis.speed import stage_aging
-from tasks.reporting.kpis.table import weekly_series
+from tasks.reporting.kpis.table import Context, weekly_series
 from tasks.reporting.kpis.triggers import evaluate_thresholds
 from tasks.reporting.shared import context_for
 
@@ -28,6 +28,9 @@ def quarter_of(at: dt.datetime, playbook: Playbook) -> str:
     return str(period)
 
 
+Item = dict[str, Any]  # a checklist item: its title and the lines of data behind it
+
+
 def build_quarterly_reset(session: Session, playbook: Playbook, quarter: str) -> dict[str, Any]:
     """The blueprint's quarterly reset checklist, each item with the data behind it."""
     period = pd.Period(quarter, freq="Q")
@@ -36,23 +39,63 @@ def build_quarterly_reset(session: Session, playbook: Playbook, quarter: str) ->
     _, end = month_bounds(period.asfreq("M", "end").strftime("%Y-%m"), tz)
     ctx = context_for(session, playbook, end.to_pydatetime())
     f = ctx.frames
-    aging = stage_aging(f.onboardings, ctx.stays, ctx.calendar, start, end)
-    versions = f.onboardings[f.onboardings["closed_at"].between(start, end, inclusive="left")]
-    stage_items = []
+    closed = f.onboardings[f.onboardings["closed_at"].between(start, end, inclusive="left")]
+    sent = f.communications[f.communications["sent_at"].between(start, end, inclusive="left")]
+    items = [_stage_definitions(ctx, playbook, start, end, closed),
+             _templates(ctx, start, end, sent), _escalation_training(playbook, sent),
+             _thresholds(ctx, playbook, start, end, closed), _metrics(ctx, start, end),
+             _packet_standards(ctx, start, end)]
+    return {"business": business_context(playbook),
+            "reset": {"quarter": quarter, "items": items}}
+
+
+def _stage_definitions(ctx: Context, playbook: Playbook, start: pd.Timestamp, end: pd.Timestamp,
+                       closed: pd.DataFrame) -> Item:
+    """Each stage's median stay against its SLA, and the playbook versions deals closed under."""
+    aging = stage_aging(ctx.frames.onboardings, ctx.stays, ctx.calendar, start, end)
+    lines = []
     for r in aging.itertuples():
         sla = playbook.stage(r.stage).sla
         within = in_business_days(playbook, sla.within, sla.unit)
         state = "over" if r.median_days > within else "within"
-        stage_items.append(f"{playbook.stage(r.stage).name}: {r.median_days:.1f} d median, "
-                           f"{state} its {within:g}-day SLA")
-    changed = sorted(versions["playbook_version"].dropna().unique())
-    sent = f.communications[f.communications["sent_at"].between(start, end, inclusive="left")]
+        lines.append(f"{playbook.stage(r.stage).name}: {r.median_days:.1f} d median, "
+                     f"{state} its {within:g}-day SLA")
+    changed = sorted(closed["playbook_version"].dropna().unique())
+    return {"title": "Revalidate stage definitions", "data": lines + [
+        f"playbook versions used by deals closed this quarter: "
+        f"{', '.join(changed) or 'none'} (current {playbook.version})"]}
+
+
+def _templates(ctx: Context, start: pd.Timestamp, end: pd.Timestamp,
+               sent: pd.DataFrame) -> Item:
+    """Client templates nobody was sent, and the ones that drew clarification requests."""
     used = set(sent["template"])
     unused = sorted(name for name, spec in catalog().items()
                     if spec.audience == "client" and name not in used)
-    clar = f.responses[(f.responses["kind"] == "clarification")
-                       & f.responses["at"].between(start, end, inclusive="left")]
+    responses = ctx.frames.responses
+    clar = responses[(responses["kind"] == "clarification")
+                     & responses["at"].between(start, end, inclusive="left")]
     most = clar["template"].dropna().value_counts().head(3)
+    return {"title": "Archive outdated templates", "data": [
+        f"client templates unused this quarter: {', '.join(unused) or 'none'}",
+        "most clarification requests: " + (", ".join(
+            f"{t} ({n})" for t, n in most.items()) or "none")]}
+
+
+def _escalation_training(playbook: Playbook, sent: pd.DataFrame) -> Item:
+    """Escalations sent this quarter, per lane."""
+    escalations = sent[sent["template"].isin(["threshold_escalation"])
+                       | sent["template"].str.startswith("blocker_")]
+    per_lane = escalations["lane"].value_counts()
+    return {"title": "Retrain owners on escalation thresholds", "data": [
+        f"escalations sent this quarter: {len(escalations)}"] + [
+        f"lane {lane} ({playbook.lanes[str(lane)].name}): {n}"
+        for lane, n in per_lane.items() if str(lane) in playbook.lanes]}
+
+
+def _thresholds(ctx: Context, playbook: Playbook, start: pd.Timestamp, end: pd.Timestamp,
+                closed: pd.DataFrame) -> Item:
+    """Thresholds never breached and breached every week of the quarter, against volume."""
     weeks = max(int((end - start) / pd.Timedelta(days=7)), 1)
     series = weekly_series(ctx, end, weeks + 4)
     breached: dict[str, int] = {t.key: 0 for t in playbook.kpi_thresholds}
@@ -62,42 +105,34 @@ def build_quarterly_reset(session: Session, playbook: Playbook, quarter: str) ->
     window = len(series) - 3
     never = [k for k, n in breached.items() if n == 0]
     always = [k for k, n in breached.items() if n >= window]
-    actions = f.actions[f.actions["created_at"].between(start, end, inclusive="left")]
+    return {"title": "Review KPI thresholds against current volume", "data": [
+        f"never breached: {', '.join(never) or 'none'}",
+        f"breached every week: {', '.join(always) or 'none'}",
+        f"clients closed this quarter: {len(closed)}"]}
+
+
+def _metrics(ctx: Context, start: pd.Timestamp, end: pd.Timestamp) -> Item:
+    """Corrective actions raised this quarter and the ones nobody acted on."""
+    actions = ctx.frames.actions
+    actions = actions[actions["created_at"].between(start, end, inclusive="left")]
     ignored = actions[actions["closed_at"].isna()]
-    escalations = sent[sent["template"].isin(["threshold_escalation"])
-                       | sent["template"].str.startswith("blocker_")]
-    per_lane = escalations["lane"].value_counts()
+    return {"title": "Retire low-value metrics", "data": [
+        f"corrective actions raised this quarter: {len(actions)}, still open: "
+        f"{len(ignored)}"] + [f"not acted on: {t}" for t in ignored["title"].head(3)]}
+
+
+def _packet_standards(ctx: Context, start: pd.Timestamp, end: pd.Timestamp) -> Item:
+    """Packets revised more than once, and what was most often missing at handoff QA."""
+    f = ctx.frames
     packets = f.packets[f.packets["created_at"].between(start, end, inclusive="left")]
     revised = packets.groupby("onboarding_id")["revision"].max()
     missing = missing_at_handoff_qa(f.onboardings, f.artifacts, f.qa_reviews, ctx.items,
-                                         start, end)
+                                    start, end)
     missed = missing[missing["missing"]]["key"].value_counts().head(3)
-    items = [
-        {"title": "Revalidate stage definitions", "data": stage_items + [
-            f"playbook versions used by deals closed this quarter: "
-            f"{', '.join(changed) or 'none'} (current {playbook.version})"]},
-        {"title": "Archive outdated templates", "data": [
-            f"client templates unused this quarter: {', '.join(unused) or 'none'}",
-            "most clarification requests: " + (", ".join(
-                f"{t} ({n})" for t, n in most.items()) or "none")]},
-        {"title": "Retrain owners on escalation thresholds", "data": [
-            f"escalations sent this quarter: {len(escalations)}"] + [
-            f"lane {lane} ({playbook.lanes[str(lane)].name}): {n}"
-            for lane, n in per_lane.items() if str(lane) in playbook.lanes]},
-        {"title": "Review KPI thresholds against current volume", "data": [
-            f"never breached: {', '.join(never) or 'none'}",
-            f"breached every week: {', '.join(always) or 'none'}",
-            f"clients closed this quarter: {len(versions)}"]},
-        {"title": "Retire low-value metrics", "data": [
-            f"corrective actions raised this quarter: {len(actions)}, still open: "
-            f"{len(ignored)}"] + [f"not acted on: {t}" for t in ignored["title"].head(3)]},
-        {"title": "Update onboarding packet standards", "data": [
-            f"packets needing several revisions: {int((revised > 1).sum())} of {len(revised)}",
-            "most missing at handoff QA: " + (", ".join(
-                f"{k.replace('_', ' ')} ({n})" for k, n in missed.items()) or "none")]},
-    ]
-    return {"business": business_context(playbook),
-            "reset": {"quarter": quarter, "items": items}}
+    return {"title": "Update onboarding packet standards", "data": [
+        f"packets needing several revisions: {int((revised > 1).sum())} of {len(revised)}",
+        "most missing at handoff QA: " + (", ".join(
+            f"{k.replace('_', ' ')} ({n})" for k, n in missed.items()) or "none")]}
 
 
 def queue_quarterly_email(session: Session, playbook: Playbook, context: dict[str, Any],
