@@ -182,6 +182,6 @@ def nudge(onboarding_id: int, wait: bool = False) -> str:
 
 def start(onboarding_id: int) -> str:
     """Start the client's flow run; say plainly whether it started."""
-    from tasks.prefect.runs import start_run
+    from tasks.prefect.pacing import start_run
 
     return start_run(onboarding_id)

@@ -73,7 +73,7 @@ def tell_owner_refused(playbook: Playbook, deal: WonDeal, problem: str) -> None:
 
 def start_runs(recorded: list[Recorded]) -> None:
     """Start the runs of onboardings created just now; best effort (reconcile catches up)."""
-    from tasks.prefect.runs import start_run
+    from tasks.prefect.pacing import start_run
 
     for item in recorded:
         if not item.created:

@@ -45,7 +45,7 @@ def create_client_onboarding(form_id: str, *, client: str, segment: str, offer: 
 @task(name="start client run", cache_policy=NO_CACHE)
 def start_client_run(onboarding_id: int) -> str:
     """Start the client's onboarding run (if Prefect refuses, the reconcile flow will)."""
-    from tasks.prefect.runs import start_run
+    from tasks.prefect.pacing import start_run
 
     note = start_run(onboarding_id)
     get_run_logger().info("onboarding %s: %s", onboarding_id, note)

@@ -22,6 +22,14 @@ from sqlalchemy.orm import Session
 from db.models import RunStart, utcnow
 from db.session import transaction
 from db.settings import get_settings
+from tasks.prefect.runs import (
+    create_run,
+    no_answer_note,
+    prefect_failures,
+    prefect_settings,
+    server_reachable,
+    unreachable_note,
+)
 
 PACER = "start-queued-runs/start-queued-runs"
 PACE_SECONDS = 2.0  # how often the pacer looks for freed capacity (the runner polls as often)
@@ -82,8 +90,6 @@ def start_queued() -> StartReport:
     """Start the longest-waiting clients while fewer than the limit are in flight."""
     from prefect import get_client
 
-    from tasks.prefect.runs import create_run, no_answer_note, prefect_failures, prefect_settings
-
     with prefect_settings(), get_client(sync_client=True) as client:
         free = get_settings().run_starts_in_flight - runs_in_flight(client)
     report = StartReport()
@@ -113,8 +119,6 @@ def kick_pacer() -> str:
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    from tasks.prefect.runs import prefect_settings
-
     with prefect_settings(), get_client(sync_client=True) as client:
         if client.count_flow_runs(**_in_flight_filter(PACER.split("/")[0])):
             return "already draining"
@@ -125,15 +129,9 @@ def kick_pacer() -> str:
     return "draining"
 
 
-def start_paced(onboarding_id: int, attempt: int = 0) -> str:
-    """Queue the client's start and start what capacity allows; say what became of this one."""
-    from tasks.prefect.runs import (
-        no_answer_note,
-        prefect_failures,
-        server_reachable,
-        unreachable_note,
-    )
-
+def start_run(onboarding_id: int, attempt: int = 0) -> str:
+    """Start the client's onboarding run, paced: queue its start, start what capacity allows,
+    and say what became of this one (started, or queued behind how many)."""
     with transaction() as session:
         request_start(session, onboarding_id, attempt=attempt)
     if not server_reachable():
@@ -154,8 +152,6 @@ def start_paced(onboarding_id: int, attempt: int = 0) -> str:
 
 def drain(max_seconds: float = 3600.0) -> int:
     """Keep starting queued clients as capacity frees, until none wait; returns how many."""
-    from tasks.prefect.runs import prefect_failures
-
     deadline = time.monotonic() + max_seconds
     started = 0
     while True:

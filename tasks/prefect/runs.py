@@ -127,17 +127,10 @@ def ui_url(flow_run_id: UUID | str) -> str:
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
-def start_run(onboarding_id: int, attempt: int = 0) -> str:
-    """Start the client's onboarding run, paced: at once when capacity allows, else queued."""
-    from tasks.prefect.pacing import start_paced
-
-    return start_paced(onboarding_id, attempt)
-
-
 def create_run(onboarding_id: int, attempt: int = 0) -> str:
     """Create the client's run from its deployment now; idempotent per onboarding+attempt.
 
-    Only the pacer calls this (tasks/prefect/pacing.py); everything else calls start_run.
+    Only the pacer calls this; everything else calls tasks.prefect.pacing.start_run.
     Raises what `prefect_failures()` names when the server does not answer, so the pacer keeps
     the queued start (the run may exist: the retry's idempotency key finds it).
     """

@@ -52,7 +52,7 @@ def bench_waiting(clients: int, naive: int, resumes: int) -> dict[str, Any]:
     from db.models import Event
     from db.session import dispose_all, session_factory
     from deployments.server import stop
-    from tasks.prefect.runs import start_run
+    from tasks.prefect.pacing import start_run
 
     home = OUT / "waiting"
     result: dict[str, Any] = {"clients": clients, "naive_clients": naive, "resumed": resumes}

@@ -116,7 +116,7 @@ def test_a_queued_start_the_server_does_not_answer_stays_queued(
     """A busy server that takes too long to create a run must not cost the client its start:
     the row stays in run_starts and the next pass asks again (same idempotency key)."""
     from db.settings import get_settings
-    from tasks.prefect.pacing import queued_ids, start_paced, start_queued
+    from tasks.prefect.pacing import queued_ids, start_queued, start_run
 
     release = threading.Event()
     handler = type("Handler", (_CountsButNeverCreates,), {"release": release})
@@ -129,7 +129,7 @@ def test_a_queued_start_the_server_does_not_answer_stays_queued(
         get_settings.cache_clear()
         with session_factory(sqlite_url)() as session:
             ob_id = new_onboarding(session, playbook)  # type: ignore[arg-type]
-        said = start_paced(ob_id)
+        said = start_run(ob_id)
         assert "did not answer within 1 s" in said, said
         assert queued_ids() == {ob_id}
         again = start_queued()

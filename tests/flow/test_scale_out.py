@@ -166,7 +166,7 @@ def _worker_submissions(log: Path) -> int:
 @pytest.mark.flow
 @pytest.mark.postgres
 def test_fifty_onboardings_on_two_workers(cluster: Cluster) -> None:
-    from tasks.prefect.runs import start_run
+    from tasks.prefect.pacing import start_run
 
     began = time.monotonic()
     ids = _new_onboardings(CLIENTS)
