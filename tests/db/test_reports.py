@@ -16,6 +16,7 @@ from tasks.history.demo import load_demo
 from tasks.history.generator import generate_history
 from tasks.onboarding import records
 from tasks.reporting.audit import record_audits
+from tasks.reporting.memo import CHART_TITLES, build_memo, write_memo_files
 from tasks.reporting.steps import compile_monthly_memo, deliver_outbox
 from tasks.reporting.weekly import build_weekly_review
 from tests.smtp_server import LoopbackSmtp
@@ -139,13 +140,13 @@ def test_memo_and_review_of_a_small_history(session: Session, playbook: Playbook
         with session.begin():
             load_demo(session, playbook, n=onboardings, months=1, end=END, seed=7)
     with session.begin():
-        memo = reports.build_memo(session, playbook, "2026-10")
-        review = reports.build_weekly_review(session, playbook, END)
+        memo = build_memo(session, playbook, "2026-10")
+        review = build_weekly_review(session, playbook, END)
     assert "Which handoff artifacts were most frequently missing?" in review.markdown
-    page = reports.write_memo_files(memo, home / "reports").read_text(encoding="utf-8")
+    page = write_memo_files(memo, home / "reports").read_text(encoding="utf-8")
     written = {p.stem for p in (home / "reports" / "memo-2026-10").glob("*.png")}
     assert written == set(memo.charts)
-    for name, title in reports.CHART_TITLES.items():
+    for name, title in CHART_TITLES.items():
         assert title in page
         assert (f'src="{name}.png"' in page) == (name in memo.charts)
     if onboardings == 0:  # founder interruptions: 0 a week is a value, so the trends draw
