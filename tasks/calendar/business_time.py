@@ -17,15 +17,14 @@ offset change within a single day's window (true for all real-world zones).
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import tempfile
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tasks.calendar.public_holidays import public_holidays, read_kept, store_path
 
 __all__ = ["BusinessCalendar"]
 
@@ -272,54 +271,17 @@ class BusinessCalendar:
         """Public holidays of ``year`` (cached; the holidays package is slow per lookup)."""
         cached = self._holiday_cache.get(year)
         if cached is None:
-            if self.holiday_country is None:
-                cached = frozenset()
-            else:
-                cached = self._stored(year)
-                if cached is None:
-                    import holidays
-
-                    cached = frozenset(
-                        holidays.country_holidays(
-                            self.holiday_country, subdiv=self.holiday_subdivision, years=year
-                        ).keys()
-                    )
-                    self._store(year, cached)
+            cached = frozenset() if self.holiday_country is None else public_holidays(
+                self.holiday_country, self.holiday_subdivision, year, self.holiday_store)
             self._holiday_cache[year] = cached
         return cached
 
-    def _store_path(self, year: int) -> Path | None:
-        """The file a year's holidays are kept in, named by everything they depend on."""
-        if self.holiday_store is None:
-            return None
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            package = version("holidays")
-        except PackageNotFoundError:
-            return None
-        return self.holiday_store() / (f"holidays-{package}-{self.holiday_country}-"
-                                       f"{self.holiday_subdivision or ''}-{year}.json")
-
     def _stored(self, year: int) -> frozenset[dt.date] | None:
-        path = self._store_path(year)
-        try:
-            return frozenset(dt.date.fromisoformat(d) for d in json.loads(path.read_text())) \
-                if path else None
-        except (OSError, ValueError, TypeError):
-            return None  # not kept yet, or unreadable: computed again
-
-    def _store(self, year: int, days: frozenset[dt.date]) -> None:
-        path = self._store_path(year)
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as out:
-                json.dump(sorted(d.isoformat() for d in days), out)
-            os.replace(out.name, path)  # whole or not at all, whoever writes at the same time
-        except OSError:
-            pass  # a read-only home: computed in each process instead
+        """The kept holidays of ``year``, if any (tasks/calendar/public_holidays.py)."""
+        if self.holiday_country is None:
+            return None
+        return read_kept(store_path(self.holiday_store, self.holiday_country,
+                                    self.holiday_subdivision, year))
 
     def _offset_us(self, t: int) -> int:
         """UTC offset of the calendar's zone at instant ``t``, in microseconds."""
