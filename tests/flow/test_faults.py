@@ -134,7 +134,7 @@ def test_unauthenticated_api_is_refused_and_flows_still_work(faults: FaultStack)
             run = _get(faults, f"/flow_runs/{run_id_}").json()
             assert secret not in str(run["parameters"])
             # The runner ships logs in batches: a run can complete before its lines land.
-            logs = wait_until("the run's logs", lambda: _logs_of(faults, run_id_), timeout=60)
+            logs = wait_until("the run's logs", lambda r=run_id_: _logs_of(faults, r), timeout=60)
             assert secret not in logs, "a secret in the run's logs"
         artifacts = httpx.post(f"{faults.api_url}/artifacts/filter", headers=AUTH_HEADER,
                                timeout=10, json={})
