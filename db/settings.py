@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import (
+    Field,
     SecretStr,
     ValidationError,
     field_validator,
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     # Client runs starting at once (Scheduled, Pending or Running; Suspended ones hold none);
     # the rest wait in run_starts. Keep it below the runner's --limit.
     run_starts_in_flight: int = 4
+    # CPU priority (nice, 0-19) of the flow runs a runner or worker executes: runs are background
+    # work, so in a burst the VA's commands, the portal and the Prefect API answer first.
+    run_niceness: int = Field(10, ge=0, le=19)
 
     smtp_host: str | None = None
     smtp_port: int = 587

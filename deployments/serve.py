@@ -116,9 +116,12 @@ def serve_all(limit: int) -> None:
     from prefect import serve
 
     from deployments.automations import ensure_zombie_automation
+    from deployments.priority import lower_run_priority
 
     configure_runner_env()
     ensure_zombie_automation(int(os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]))
+    # After the server and the portal started: only this thread and the runs it starts yield.
+    lower_run_priority(get_settings().run_niceness)
     serve(*deployments(), limit=limit)  # type: ignore[arg-type]
 
 

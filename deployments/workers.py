@@ -19,9 +19,12 @@ import os
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from db.settings import get_settings
+from deployments.priority import lower_run_priority
 from deployments.serve import RUNNER_ENV, configure_runner_env, deployments
 from tasks.prefect.offline import stay_offline
 
@@ -115,11 +118,14 @@ def worker_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def start_worker(pool: str, *, name: str, log: Path, limit: int | None = None,
                  env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start one worker in the background, in its own process group (stop with server.stop)."""
+    """Start one worker in the background, in its own process group (stop with server.stop),
+    at the runs' lower CPU priority."""
     handle = log.open("ab")
+    niceness = get_settings().run_niceness
     return subprocess.Popen(worker_command(pool, name=name, limit=limit), cwd=PROJECT_ROOT,
                             env=worker_env(env), stdout=handle, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=partial(lower_run_priority, niceness))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         return 0
     configure_runner_env()
+    lower_run_priority(get_settings().run_niceness)  # the worker and the runs it starts
     os.execve(worker_command(args.pool, name=args.name, limit=args.limit)[0],
               worker_command(args.pool, name=args.name, limit=args.limit), worker_env())
     return 0  # not reached

@@ -118,6 +118,9 @@ def handoff_env(home: Path, *, smtp_port: int, api_url: str, **extra: str) -> di
             "PREFECT_API_URL": api_url, "PREFECT_UI_URL": api_url.removesuffix("/api"),
             # The runner starts the client portal (deployments/web) on its own free port.
             "HANDOFF_PORTAL_PORT": str(free_port()),
+            # Runs at normal priority here: the suite's other worker is not a VA to yield to,
+            # and starved runs would only stretch the flow tests (test_serve checks the nice).
+            "HANDOFF_RUN_NICENESS": "0",
             **extra}
 
 

@@ -1,6 +1,7 @@
 """`python -m deployments.serve` owns the Prefect server it starts: it refuses a port taken by
 something else, Ctrl-C stops the server before it says "stopped", and a SIGKILL of the serving
-process takes its server with it (no orphan for the next start to pick up silently)."""
+process takes its server with it (no orphan for the next start to pick up silently). The runner
+runs at a lower CPU priority than the server it started."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def niceness(pid: int) -> int:
+    """The nice value of a process's main thread (field 19 of /proc/PID/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def wait_for(what: str, check: object, timeout: float) -> None:
@@ -85,6 +91,10 @@ def test_serve_owns_its_prefect_server(tmp_path: Path, served: list[Serve]) -> N
     served.append(first)
     server = first.server_pid()
     assert alive(server) and port_in_use(port)
+    # The runner (and every run it starts) yields the CPU; the Prefect server it started does not.
+    wait_for("the runner to lower its priority", lambda: niceness(first.process.pid) == 10,
+             timeout=120)
+    assert niceness(server) == os.getpriority(os.PRIO_PROCESS, 0) < 10
 
     # The port is taken by something this command did not start: one line, exit 2, no "ready".
     second = subprocess.run(
