@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated
 from pathlib import Path
 
 from pydantic import (
@@ -39,7 +40,7 @@ class Settings(BaseSettings):
     run_starts_in_flight: int = 4
     # CPU priority (nice, 0-19) of the flow runs a runner or worker executes: runs are background
     # work, so in a burst the VA's commands, the portal and the Prefect API answer first.
-    run_niceness: int = Field(10, ge=0, le=19)
+    run_niceness: Annotated[int, Field(ge=0, le=19)] = 10
 
     smtp_host: str | None = None
     smtp_port: int = 587
