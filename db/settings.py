@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # CPU priority (nice, 0-19) of the flow runs a runner or worker executes: runs are background
     # work, so in a burst the VA's commands, the portal and the Prefect API answer first.
     run_niceness: Annotated[int, Field(ge=0, le=19)] = 10
+    # `python -m deployments.serve` starts the warm CLI process (deployments/warm.py): `handoff`
+    # commands run in a child forked from it instead of importing everything each time.
+    warm_cli: bool = True
 
     smtp_host: str | None = None
     smtp_port: int = 587

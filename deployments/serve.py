@@ -125,6 +125,18 @@ def serve_all(limit: int) -> None:
     serve(*deployments(), limit=limit)  # type: ignore[arg-type]
 
 
+def start_warm_cli() -> subprocess.Popen[bytes] | None:
+    """The warm CLI process (deployments/warm.py), at normal priority, dying with this process;
+    None when turned off (HANDOFF_WARM_CLI=false) or not on Linux."""
+    if not get_settings().warm_cli or not sys.platform.startswith("linux"):
+        return None
+    from deployments.server import die_with_parent
+
+    return subprocess.Popen([sys.executable, "-m", "deployments.warm"],
+                            cwd=Path(__file__).resolve().parent.parent,
+                            preexec_fn=die_with_parent)
+
+
 def start_portal() -> PortalThread | None:
     """The client portal, served by uvicorn on a thread of this process; None when turned off
     or when it cannot bind (the runner serves on regardless). In this process so that `make
@@ -200,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"Prefect server ready in {seconds:.0f}s")
     ui = os.environ.get("PREFECT_UI_URL") or os.environ["PREFECT_API_URL"].removesuffix("/api")
+    warm = start_warm_cli()
     try:
         portal = start_portal()
     except Exception as exc:  # the runner serves on without the portal, and says why
@@ -226,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if warm is not None:
+            warm.terminate()
+            warm.wait(10)
         if portal is not None:
             portal.stop()
         if server is not None:

@@ -62,7 +62,7 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: Linux sends it SIGTERM when its parent dies, however it dies
     (a SIGKILL included), so a server started for a process never outlives it."""
     if sys.platform.startswith("linux"):
@@ -88,7 +88,7 @@ def start_server(prefect_home: Path, *, port: int, log: Path,
         [str(prefect), "server", "start", "--host", env["PREFECT_SERVER_API_HOST"],
          "--port", str(port)],
         env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=not owned,
-        preexec_fn=_die_with_parent if owned else None,
+        preexec_fn=die_with_parent if owned else None,
     )
 
 

@@ -5,6 +5,10 @@ command sent (captured once from the command itself), in one transaction.
 Each run starts from a fresh copy of the same prepared database (one client, one open blocker),
 so every command does its first-time write; the command and the floor alternate. Prefect is not
 running (PREFECT_API_URL points at a closed port): the wake-up costs one refused connection.
+
+Each command is timed twice: run cold (the process imports the command line itself, as without
+`make run`) and run warm (handed to a warm CLI process, deployments/warm.py, as `make run`
+serves one), alternating with the floor.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import HANDOFF, PY, Part, child_json, fmt, load, log, median
+from tests.bench.common import HANDOFF, PY, ROOT, Part, child_json, fmt, load, log, median
 
 COMMANDS: dict[str, list[str]] = {
     "status": ["status", "1"],
@@ -43,10 +47,24 @@ conn.close()
 """
 
 
-def _env(home: Path) -> dict[str, str]:
+def _env(home: Path, warm: str = "no-warm-process") -> dict[str, str]:
     return {**os.environ, "HANDOFF_HOME": str(home),
             "HANDOFF_DATABASE_URL": f"sqlite:///{home / 'handoff.db'}",
-            "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+            "PREFECT_API_URL": "http://127.0.0.1:9/api", "HANDOFF_WARM_CLI_SOCKET": warm}
+
+
+def _start_warm(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A warm CLI process on a socket of its own, once it is ready."""
+    name = f"bench-{os.getpid()}"
+    process = subprocess.Popen([PY, "-m", "deployments.warm"], cwd=ROOT,
+                               env={**os.environ, "HANDOFF_WARM_CLI_SOCKET": name},
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while "ready" not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the warm CLI process did not start: {log.read_text()}")
+        time.sleep(0.1)
+    return process, name
 
 
 def _prepare(template: Path) -> None:
@@ -101,30 +119,44 @@ def bench_cli(repeats: int) -> dict[str, Any]:
         _prepare(template)
         floor = Path(tmp) / "floor.py"
         floor.write_text(FLOOR)
-        for name, args in COMMANDS.items():
-            _fresh(template, work)
-            statements = child_json("tests.bench.cli:capture", str(work), *args)["statements"]
-            # The floor's transaction takes the write lock as the command's does.
-            begun = [s for s in statements if s[0].startswith("BEGIN")][:1]
-            script = Path(tmp) / f"{name.replace(' ', '_')}.json"
-            script.write_text(json.dumps(begun + [s for s in statements
-                                                  if not s[0].startswith("BEGIN")]))
-            command_s, floor_s, command_cpu = [], [], []
-            for _ in range(repeats):
-                _fresh(template, work)
-                wall, cpu = _timed([str(HANDOFF), *args], _env(work))
-                command_s.append(wall)
-                command_cpu.append(cpu)
-                _fresh(template, work)
-                floor_s.append(_timed([PY, str(floor), str(work / "handoff.db"), str(script)],
-                                      _env(work))[0])
-            result["commands"][name] = {
-                "statements": len(statements), "median_s": median(command_s),
-                "cpu_s": median(command_cpu), "floor_s": median(floor_s),
-                "ratio": median(command_s) / median(floor_s)}
-            log(f"cli: {name}: {median(command_s):.3f} s (floor {median(floor_s):.3f} s)")
+        warm, socket_name = _start_warm(Path(tmp) / "warm.log")
+        try:
+            _bench_commands(result, template, work, floor, Path(tmp), repeats, socket_name)
+        finally:
+            warm.terminate()
+            warm.wait(30)
     result["load_after"] = load()
     return result
+
+
+def _bench_commands(result: dict[str, Any], template: Path, work: Path, floor: Path, tmp: Path,
+                    repeats: int, socket_name: str) -> None:
+    for name, args in COMMANDS.items():
+        _fresh(template, work)
+        statements = child_json("tests.bench.cli:capture", str(work), *args)["statements"]
+        # The floor's transaction takes the write lock as the command's does.
+        begun = [s for s in statements if s[0].startswith("BEGIN")][:1]
+        script = tmp / f"{name.replace(' ', '_')}.json"
+        script.write_text(json.dumps(begun + [s for s in statements
+                                              if not s[0].startswith("BEGIN")]))
+        command_s, floor_s, command_cpu, warm_s = [], [], [], []
+        for _ in range(repeats):
+            _fresh(template, work)
+            wall, cpu = _timed([str(HANDOFF), *args], _env(work))
+            command_s.append(wall)
+            command_cpu.append(cpu)
+            _fresh(template, work)
+            warm_s.append(_timed([str(HANDOFF), *args], _env(work, socket_name))[0])
+            _fresh(template, work)
+            floor_s.append(_timed([PY, str(floor), str(work / "handoff.db"), str(script)],
+                                  _env(work))[0])
+        result["commands"][name] = {
+            "statements": len(statements), "median_s": median(command_s),
+            "cpu_s": median(command_cpu), "floor_s": median(floor_s),
+            "ratio": median(command_s) / median(floor_s), "warm_s": median(warm_s),
+            "warm_ratio": median(warm_s) / median(floor_s)}
+        log(f"cli: {name}: cold {median(command_s):.3f} s, warm {median(warm_s):.3f} s "
+            f"(floor {median(floor_s):.3f} s)")
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,11 +171,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def table(r: dict[str, Any]) -> list[str]:
     lines = [f"The VA's record commands, whole process, median of {r['repeats']} "
              f"({r['load_before']} before, {r['load_after']} after); floor: bare Python + "
-             "sqlite3 sending the same statements. Prefect not running.", "",
-             "| command | statements | wall | CPU | floor | ratio |", "|---|---|---|---|---|---|"]
+             "sqlite3 sending the same statements. Prefect not running. Warm: handed to the "
+             "warm CLI process `make run` serves (deployments/warm.py).", "",
+             "| command | statements | cold wall | cold CPU | warm wall | floor | cold / floor | "
+             "warm / floor |", "|---|---|---|---|---|---|---|---|"]
     for name, c in r["commands"].items():
         lines.append(f"| `{name}` | {c['statements']} | {fmt(c['median_s'])} s | "
-                     f"{fmt(c['cpu_s'])} s | {fmt(c['floor_s'], 3)} s | {fmt(c['ratio'], 1)}× |")
+                     f"{fmt(c['cpu_s'])} s | {fmt(c['warm_s'], 3)} s | {fmt(c['floor_s'], 3)} s "
+                     f"| {fmt(c['ratio'], 1)}× | {fmt(c['warm_ratio'], 1)}× |")
     return lines
 
 

@@ -121,6 +121,9 @@ def handoff_env(home: Path, *, smtp_port: int, api_url: str, **extra: str) -> di
             # Runs at normal priority here: the suite's other worker is not a VA to yield to,
             # and starved runs would only stretch the flow tests (test_serve checks the nice).
             "HANDOFF_RUN_NICENESS": "0",
+            # No warm CLI process: the suite's `handoff` calls run as they are written
+            # (tests/cli/test_warm.py tests that path on a socket of its own).
+            "HANDOFF_WARM_CLI": "false",
             **extra}
 
 

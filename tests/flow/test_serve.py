@@ -51,7 +51,8 @@ class Serve:
     def __init__(self, home: Path, port: int) -> None:
         self.log = home / f"serve-{time.monotonic_ns()}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "HANDOFF"))}
-        env.update(HANDOFF_HOME=str(home), **OFFLINE)
+        # Its warm CLI process on a socket of its own, not the one the suite's commands find.
+        env.update(HANDOFF_HOME=str(home), HANDOFF_WARM_CLI_SOCKET=f"serve-{port}", **OFFLINE)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "deployments.serve", "--port", str(port), "--limit", "2"],
             cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
@@ -95,6 +96,12 @@ def test_serve_owns_its_prefect_server(tmp_path: Path, served: list[Serve]) -> N
     wait_for("the runner to lower its priority", lambda: niceness(first.process.pid) == 10,
              timeout=120)
     assert niceness(server) == os.getpriority(os.PRIO_PROCESS, 0) < 10
+    # Its warm CLI process answers `handoff` (counted when it stops, below).
+    wait_for("the warm CLI", lambda: "warm CLI: ready" in first.output, timeout=120)
+    helped = subprocess.run([str(Path(sys.executable).with_name("handoff")), "--help"],
+                            env={**os.environ, "HANDOFF_WARM_CLI_SOCKET": f"serve-{port}"},
+                            capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "onboard" in helped.stdout
 
     # The port is taken by something this command did not start: one line, exit 2, no "ready".
     second = subprocess.run(
@@ -109,6 +116,7 @@ def test_serve_owns_its_prefect_server(tmp_path: Path, served: list[Serve]) -> N
     os.killpg(first.process.pid, signal.SIGINT)
     first.process.wait(90)
     assert "Prefect server stopped." in first.output
+    assert "warm CLI: stopped after 1 commands" in first.output
     assert not alive(server) and not port_in_use(port)
 
     # SIGKILL of the serving process alone: its server dies with it, the port is free again.
