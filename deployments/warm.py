@@ -41,17 +41,38 @@ def preimport() -> dict[str, int]:
     for module in {*COMMANDS.values(), *(g[0] for g in GROUPS.values())}:
         import_module(f"deployments.cli.{module}")
     for module in ("db.models", "db.playbook", "db.session", "sqlalchemy.dialects.sqlite",
-                   "sqlalchemy.orm", "yaml"):
+                   "sqlalchemy.orm", "sqlite3", "yaml", "tasks.onboarding.status",
+                   "tasks.portal.links", "tasks.mail.alarm", "tasks.prefect.wake",
+                   "tasks.prefect.runs", "tasks.prefect.names"):
         import_module(module)
     try:
         import_module("psycopg")  # PostgreSQL installations
     except ImportError:
         pass
-    from db.settings import get_settings
-
-    # Nothing read from the environment may be cached here: each child reads its caller's.
-    assert get_settings.cache_info().currsize == 0, "settings were read before the fork"
+    warm_defaults()
     return project_files()
+
+
+def warm_defaults() -> None:
+    """Do once what every command does first: configure the ORM's mappers, read the shipped
+    playbook and build its business calendar. A child whose playbook is another file (or the
+    same one, changed since) reads its own: the caches are keyed by path and time, and by the
+    calendar's content. Settings read on the way are forgotten: each child reads its caller's."""
+    import datetime as dt
+
+    from sqlalchemy.orm import configure_mappers
+
+    from db.playbook import get_playbook
+    from db.settings import Settings, get_settings
+    from tasks.calendar.clock import warm_calendar
+
+    configure_mappers()
+    default = Settings.model_fields["playbook_path"].default
+    try:
+        warm_calendar(get_playbook(default), dt.datetime.now(dt.UTC))
+    except Exception as exc:  # noqa: BLE001 - a broken playbook is each command's to report
+        print(f"handoff warm CLI: the shipped playbook was not preloaded: {exc}", flush=True)
+    get_settings.cache_clear()
 
 
 def project_files() -> dict[str, int]:
