@@ -46,7 +46,12 @@ class Onboarding(Base):
     kickoff_by: Mapped[dt.date | None] = mapped_column(Date)  # committed kickoff window end
     first_milestone: Mapped[dt.date | None] = mapped_column(Date)
     ready_at: Mapped[dt.datetime | None]
-    playbook_version: Mapped[str] = mapped_column(String(40))
+    playbook_version: Mapped[str] = mapped_column(String(40))  # the playbook it started under
+    # What the current stage required when the client entered it (item keys), and the playbook
+    # version that said so: a later edit adds requirements from the next stage entry, or now
+    # with `handoff playbook apply --apply-now`. None: a record from before they were kept.
+    stage_items: Mapped[list[str] | None] = mapped_column(JSON)
+    stage_playbook_version: Mapped[str | None] = mapped_column(String(40))
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     row_version: Mapped[int] = mapped_column(Integer, default=1)

@@ -17,6 +17,7 @@ from tasks.comms.snapshot import Client, Snapshot
 from tasks.mail.message import Attachment
 from tasks.mail.outbox import Draft
 from tasks.mail.render import calendar_invite
+from tasks.onboarding.exits import held_items
 
 KICKOFF_MINUTES = 45
 DraftMaker = Callable[..., Draft]  # a client message of this client, from its template and key
@@ -125,7 +126,8 @@ def reply_pause_end(playbook: Playbook, replied_at: dt.datetime) -> dt.datetime:
 
 def client_missing(playbook: Playbook, client: Client) -> list[str]:
     """What the client still has to send for the current stage, in client wording."""
-    return [i.client_label or i.label for i in playbook.required_items(client.row.stage)
+    return [i.client_label or i.label
+            for i in held_items(playbook, client.row.stage, client.row.stage_items)
             if i.from_client and i.key not in client.artifacts]
 
 

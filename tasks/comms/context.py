@@ -8,6 +8,7 @@ from typing import Any
 from db.playbook import Playbook
 from tasks.comms.snapshot import Client
 from tasks.mail.outbox import business_context
+from tasks.onboarding.exits import held_items
 
 
 def person(email: str) -> dict[str, str]:
@@ -28,7 +29,7 @@ def context(playbook: Playbook, client: Client, *, owner_email: str | None = Non
     """Everything a template may need about one client."""
     ob = client.row
     stage = playbook.stage(ob.stage)
-    items = playbook.required_items(ob.stage)
+    items = held_items(playbook, ob.stage, ob.stage_items)
     missing = [i.label for i in items if i.key not in client.artifacts]
     done = [i.label for i in items if i.key in client.artifacts]
     return {

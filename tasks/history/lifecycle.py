@@ -232,4 +232,6 @@ class Client(ClientRows):
             "closed_at": self.closed, "kickoff_at": self.kickoff_at,
             "kickoff_by": self.kickoff_by, "first_milestone": milestone,
             "ready_at": self.ready_at, "playbook_version": playbook.version,
-            "flow_run_id": None, "created_at": self.closed, "row_version": 1}
+            "stage_items": [i.key for i in playbook.required_items(self.stage)],
+            "stage_playbook_version": playbook.version, "flow_run_id": None,
+            "created_at": self.closed, "row_version": 1}

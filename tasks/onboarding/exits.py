@@ -3,12 +3,15 @@ active clients in a fixed number of statements (reconcile asks for every client 
 
 The rule (`exit_problems_of`) reads only `ExitFacts`; `exit_facts` reads those facts for any set
 of onboardings, so the per-client check and the set-based one cannot drift apart.
+
+What a stage requires of a client is fixed when the client enters it (`held_items`): a playbook
+edit adds requirements from the next stage entry, removes them at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Select, select
@@ -16,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Artifact, Blocker, Onboarding, QaReview
 from db.playbook import Gate, Playbook
+from db.playbook.parts import Item
 
 
 @dataclass
@@ -27,15 +31,29 @@ class ExitFacts:
     critical: list[tuple[int, str]] = field(default_factory=list)  # open critical (id, type)
 
 
-def missing_of(playbook: Playbook, stage_key: str, have: set[str]) -> list[str]:
-    """Required items of the stage that are not in `have`, in playbook order."""
-    return [i.key for i in playbook.required_items(stage_key) if i.key not in have]
+def held_items(playbook: Playbook, stage_key: str,
+               entered_with: Collection[str] | None) -> list[Item]:
+    """The items a client in `stage_key` must have to leave it: those the stage required when
+    the client entered it (`entered_with`, the onboarding's `stage_items`; None for a record
+    from before they were kept) that the playbook in force still requires. An item added since
+    applies from the next stage entry (or now, by `handoff playbook apply --apply-now`); an
+    item removed holds nobody back from the moment it is gone."""
+    items = playbook.required_items(stage_key)
+    return items if entered_with is None else [i for i in items if i.key in entered_with]
 
 
-def exit_problems_of(playbook: Playbook, stage_key: str, facts: ExitFacts) -> list[str]:
-    """Why a client with these facts may not leave `stage_key` yet; empty when it may."""
+def missing_of(playbook: Playbook, stage_key: str, have: set[str],
+               entered_with: Collection[str] | None = None) -> list[str]:
+    """Items the stage holds the client to that are not in `have`, in playbook order."""
+    return [i.key for i in held_items(playbook, stage_key, entered_with) if i.key not in have]
+
+
+def exit_problems_of(playbook: Playbook, stage_key: str, facts: ExitFacts,
+                     entered_with: Collection[str] | None = None) -> list[str]:
+    """Why a client with these facts, held to `entered_with` (see `held_items`), may not leave
+    `stage_key` yet; empty when it may."""
     problems = []
-    missing = missing_of(playbook, stage_key, facts.have)
+    missing = missing_of(playbook, stage_key, facts.have, entered_with)
     if missing:
         problems.append(f"missing artifacts {', '.join(missing)}")
     gates = playbook.stage(stage_key).gates
@@ -84,9 +102,10 @@ def exit_facts(session: Session, playbook: Playbook, scope: Select[tuple[int]],
 def active_exit_problems(session: Session, playbook: Playbook) -> dict[int, list[str]]:
     """Every active onboarding's exit problems (empty: it may leave its stage), in a fixed
     number of statements whatever the number of clients."""
-    active = list(session.execute(select(Onboarding.id, Onboarding.stage)
+    active = list(session.execute(select(Onboarding.id, Onboarding.stage, Onboarding.stage_items)
                                   .where(Onboarding.status == "active")))
     facts = exit_facts(session, playbook,
                        select(Onboarding.id).where(Onboarding.status == "active"))
-    return {onboarding_id: exit_problems_of(playbook, stage, facts.get(onboarding_id, ExitFacts()))
-            for onboarding_id, stage in active}
+    return {onboarding_id: exit_problems_of(playbook, stage, facts.get(onboarding_id, ExitFacts()),
+                                            entered_with)
+            for onboarding_id, stage, entered_with in active}

@@ -13,6 +13,7 @@ from db.models import Communication, Onboarding, utcnow
 from db.playbook import Playbook
 from tasks.calendar.clock import calendar_for
 from tasks.onboarding import records
+from tasks.onboarding.exits import held_items
 
 PENDING = ("queued", "sending", "failed", "uncertain")
 
@@ -66,7 +67,8 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
     if ob.status == "active" and ob.next_action_due is not None:
         remaining = int(calendar.business_time_between(now, ob.next_action_due).total_seconds()
                         // 60)
-        by_client = {i.key for i in playbook.required_items(ob.stage) if i.from_client}
+        by_client = {i.key for i in held_items(playbook, ob.stage, ob.stage_items)
+                     if i.from_client}
         # A stage waits on the client for what only they can send, on the team for the rest.
         for side, keys in (("client", [k for k in missing if k in by_client]),
                            ("team", [k for k in missing if k not in by_client])):

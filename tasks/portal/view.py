@@ -16,6 +16,7 @@ from db.playbook import Playbook
 from tasks.comms.context import local_time, person
 from tasks.mail.outbox import owners_away
 from tasks.onboarding import records
+from tasks.onboarding.exits import held_items
 from tasks.portal import intake
 
 
@@ -35,7 +36,7 @@ def client_page(session: Session, playbook: Playbook, ob: Onboarding,
                                  "current" if index == current else "upcoming")})
     have = records.recorded_keys(session, ob.id)
     awaited = [] if finished else [
-        i.client_label or i.label for i in playbook.required_items(ob.stage)
+        i.client_label or i.label for i in held_items(playbook, ob.stage, ob.stage_items)
         if i.from_client and i.key not in have]
     owner = ob.owner_email
     if owners_away(session, [owner], now, tz=playbook.calendar.tz):

@@ -88,6 +88,9 @@ MIGRATIONS: list[Migration] = [
     Migration("portal_tables", new_tables={"portal_links": empty, "intake_answers": empty,
                                            "intake_submissions": empty, "portal_uploads": empty}),
     Migration("paced_starts", new_tables={"run_starts": empty}),
+    # An old row's stage holds it to what the playbook in force requires (None: not recorded).
+    Migration("stage_items", new_columns={"onboardings.stage_items": unset,
+                                          "onboardings.stage_playbook_version": unset}),
 ]
 
 

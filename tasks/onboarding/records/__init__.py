@@ -29,6 +29,7 @@ from tasks.onboarding.records.facts import (
 )
 from tasks.onboarding.records.stages import (
     advance,
+    apply_playbook,
     exit_problems,
     missing_items,
     next_action,
@@ -45,7 +46,7 @@ from tasks.onboarding.records.team import (
 )
 
 __all__ = [
-    "NewOnboarding", "advance", "check_close", "check_happened", "close_action",
+    "NewOnboarding", "advance", "apply_playbook", "check_close", "check_happened", "close_action",
     "create_onboarding", "exit_problems", "get_onboarding", "log_client_response", "log_event",
     "log_incident", "log_interruption", "log_sla_exception", "missing_items", "next_action",
     "open_action", "open_blocker", "open_blockers", "record_artifact", "record_audit",

@@ -20,7 +20,7 @@ from db.validation import (
 )
 from tasks.onboarding.records.core import log_event
 from tasks.onboarding.records.facts import record_artifact
-from tasks.onboarding.records.stages import refresh_next_action
+from tasks.onboarding.records.stages import enter_stage, refresh_next_action
 
 TERMS_KEY, SCOPE_KEY = "deal_terms_confirmed", "scope_and_timeline_captured"
 
@@ -81,19 +81,19 @@ def create_onboarding(session: Session, playbook: Playbook, new: NewOnboarding, 
         owner_email=new.owner_email,
         backup_email=new.backup_email,
         contact_emails=",".join(new.contact_emails),
-        stage=first.key,
-        stage_entered_at=new.closed_at,
         status="active",
         closed_at=new.closed_at,
         kickoff_by=new.kickoff_by,
         first_milestone=new.first_milestone,
         playbook_version=playbook.version,
     )
+    required = enter_stage(playbook, onboarding, first.key, new.closed_at)
     session.add(onboarding)
     session.flush()
     refresh_next_action(session, playbook, onboarding)
     log_event(session, "onboarding_created", actor=actor, onboarding_id=onboarding.id,
-              at=new.closed_at, client=new.client_name, stage=first.key)
+              at=new.closed_at, client=new.client_name, stage=first.key, required=required,
+              playbook_version=playbook.version)
     # An onboarding cannot exist without an owner and a backup: the assignment is a fact now.
     record_artifact(session, playbook, onboarding.id, "onboarding_owner_assigned", by=actor,
                     at=new.closed_at,
