@@ -6,12 +6,14 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
 import psutil
 import pytest
+import yaml
 from sqlalchemy import create_engine, text
 
 from tests.flow.conftest import Stack
@@ -56,12 +58,12 @@ def mail_to(stack: Stack, ob_client: str) -> list[str]:
             or ob_client in m.message.get_body(("plain",)).get_content()]  # type: ignore[union-attr]
 
 
-def onboard(stack: Stack, client: str) -> tuple[int, str]:
+def onboard(stack: Stack, client: str, *extra: str) -> tuple[int, str]:
     result = stack.cli("onboard", "--client", client, "--segment", "smb", "--offer", "Growth",
                        "--owner", "va@northwind.example", "--backup", "va2@northwind.example",
                        "--contact", f"pat@{client.lower().replace(' ', '')}.example",
                        "--kickoff-by", "2099-01-01", "--first-milestone", "2099-02-01",
-                       "--json")
+                       "--json", *extra)
     data = json.loads(result.stdout)
     assert "/runs/flow-run/" in data["flow"], data
     return int(data["id"]), data["flow"].rsplit("/", 1)[1]
@@ -201,3 +203,70 @@ def test_bad_resume_input_keeps_the_run_suspended(stack: Stack) -> None:
     subjects = mail_to(stack, client)
     assert sum("Welcome to" in s for s in subjects) == 1
     assert sum("what we need from you" in s for s in subjects) == 1
+
+
+def edit_playbook(stack: Stack, version: str, **added: dict[str, str]) -> None:
+    """Add a required item to these stages of the playbook file the running stack reads."""
+    path = Path(stack.env["HANDOFF_PLAYBOOK_PATH"])
+    raw = yaml.safe_load(path.read_text())
+    raw["version"] = version
+    for stage in raw["stages"]:
+        if stage["key"] in added:
+            stage["artifacts"].append(added[stage["key"]])
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def held_in(stack: Stack, ob_id: int, run_id: str, stage: str, forms: int) -> list[str]:
+    """Wait until the run has read its `forms`-th wake-up in this stage and suspended again;
+    the client's exit problems then."""
+    wait_until(f"suspended again in {stage}", lambda: suspended(stack, run_id) and db_value(
+        stack, "SELECT count(*) FROM events WHERE kind = :k AND onboarding_id = :i",
+        k=f"form:{stage}", i=ob_id) >= forms)
+    card = json.loads(stack.cli("status", str(ob_id), "--json").stdout)
+    assert card["stage"] == stage, card
+    return list(card["exit_problems"])
+
+
+@pytest.mark.flow
+def test_playbook_edited_under_a_suspended_client(stack: Stack) -> None:
+    """The file changes while the client's run is suspended in intake: the new intake item is
+    not required of it (it entered before), the new kickoff item is (it enters kickoff after);
+    a third item applied with `playbook apply --apply-now` holds it in the stage it is in."""
+    path = Path(stack.env["HANDOFF_PLAYBOOK_PATH"])
+    shipped = path.read_text()
+    ob_id, run_id = onboard(stack, "Inkwell Optics", "--terms", "Annual, net 30",
+                            "--scope", "Two sites, go-live in March")
+    wait_until("suspended in intake", lambda: stage_of(stack, ob_id) == "intake_completion:active"
+               and suspended(stack, run_id))
+    try:
+        edit_playbook(stack, "2026.12.1",
+                      intake_completion={"key": "dpa_signed", "label": "DPA signed", "lane": "A"},
+                      kickoff_alignment={"key": "raci_shared", "label": "RACI shared",
+                                         "lane": "C"})
+        stack.cli("artifact", "add", str(ob_id), "docs_and_access_requested",
+                  "intake_questionnaire_completed", "risk_flags_captured",
+                  "scope_summary_documented", "required_assets_received",
+                  "system_access_verified", "kickoff_agenda_prepared", "owner_map_confirmed")
+        wait_until("kickoff without dpa_signed",
+                   lambda: stage_of(stack, ob_id) == "kickoff_alignment:active")
+        assert held_in(stack, ob_id, run_id, "kickoff_alignment", 0) == [
+            "missing artifacts kickoff_call_held, responsibilities_clarified, "
+            "communication_cadence_set, raci_shared"]
+        stack.cli("artifact", "add", str(ob_id), "kickoff_call_held",
+                  "responsibilities_clarified", "communication_cadence_set")
+        assert held_in(stack, ob_id, run_id, "kickoff_alignment", 1) == [
+            "missing artifacts raci_shared"]
+
+        edit_playbook(stack, "2026.12.2",
+                      kickoff_alignment={"key": "sow_signed", "label": "SOW signed", "lane": "A"})
+        applied = json.loads(stack.cli("playbook", "apply", "--apply-now", "--json").stdout)
+        assert {"id": ob_id, "added": ["sow_signed"]} in applied["changed"]
+        stack.cli("artifact", "add", str(ob_id), "raci_shared")
+        assert held_in(stack, ob_id, run_id, "kickoff_alignment", 2) == [
+            "missing artifacts sow_signed"]
+        stack.cli("artifact", "add", str(ob_id), "sow_signed")
+        wait_until("setup", lambda: stage_of(stack, ob_id) == "setup_execution:active")
+        assert db_value(stack, "SELECT playbook_version || ' ' || stage_playbook_version "
+                               "FROM onboardings WHERE id = :i", i=ob_id) == "2026.11.1 2026.12.2"
+    finally:
+        path.write_text(shipped)
