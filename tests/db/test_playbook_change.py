@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -232,3 +232,20 @@ def test_check_of_the_file_in_force_changes_nothing(session: Session, playbook: 
     assert change["version"]["content_changed"] is False
     assert (change["items"], change["stage_slas"], change["message_slas"],
             change["templates_removed"]) == ([], [], [], [])
+
+
+def test_a_client_from_before_entries_were_recorded_is_held_to_the_file_in_force(
+        session: Session, playbook: Playbook, tmp_path: Path) -> None:
+    legacy, recorded = new_onboarding(session, playbook), new_onboarding(session, playbook)
+    for client in (legacy, recorded):
+        walk_to(session, playbook, client, "kickoff_alignment")
+        add_items(session, playbook, client, stage_items(playbook, "kickoff_alignment"))
+    with session.begin():  # as `handoff db upgrade` leaves a row older than the column
+        session.execute(update(Onboarding).where(Onboarding.id == legacy)
+                        .values(stage_items=None, stage_playbook_version=None))
+    new = load_playbook(edited(tmp_path, add_item("kickoff_alignment", SOW)))
+    with session.begin():
+        change = playbook_change(session, playbook, new)
+    assert [(i["in_stage_missing"], i["in_stage_unrecorded"]) for i in change["items"]] == [(2, 1)]
+    assert problems(session, new, legacy) == ["missing artifacts signed_sow"]
+    assert problems(session, new, recorded) == []
