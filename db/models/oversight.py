@@ -10,9 +10,11 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -61,19 +63,30 @@ class FounderInterruption(Base):
 
 
 class Risk(Base):
-    """A risk register entry: trigger, owner, mitigation and review frequency."""
+    """A risk register entry: trigger, owner, mitigation and review frequency. At most one open
+    risk per client and category (the partial unique index is the arbiter between sweeps)."""
 
     __tablename__ = "risks"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     onboarding_id: Mapped[int | None] = mapped_column(ForeignKey("onboardings.id"), index=True)
     category: Mapped[str] = mapped_column(String(40))
-    trigger: Mapped[str] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(Text)  # what fired, in words (or the note, by hand)
     owner_email: Mapped[str] = mapped_column(String(254))
-    mitigation: Mapped[str] = mapped_column(Text)
-    review_every_days: Mapped[int] = mapped_column(Integer, default=7)
+    mitigation: Mapped[str] = mapped_column(Text)  # the first action
+    review_every_days: Mapped[int] = mapped_column(Integer, default=7)  # business days
     opened_at: Mapped[dt.datetime]
     closed_at: Mapped[dt.datetime | None]
+    lane: Mapped[str | None] = mapped_column(String(8))
+    opened_by: Mapped[str | None] = mapped_column(String(254))
+    next_review_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    reviewed_at: Mapped[dt.datetime | None]
+    close_note: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        Index("uq_risks_open_category", "onboarding_id", "category", unique=True,
+              sqlite_where=text("closed_at IS NULL"),
+              postgresql_where=text("closed_at IS NULL")),
+    )
 
 
 class CorrectiveAction(Base):

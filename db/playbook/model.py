@@ -22,6 +22,7 @@ from db.playbook.parts import (
     Sla,
     Stage,
 )
+from db.playbook.risks import RiskCategory, ScopeUnsettled
 from db.questionnaire import Portal
 from db.validation import HandoffError
 
@@ -53,7 +54,7 @@ class Playbook(PlaybookModel):
     kpi_thresholds: list[KpiThreshold] = []
     founder_boundaries: dict[Key, str] = Field(min_length=1)
     packet_sections: list[PacketSection] = Field(min_length=1)
-    risk_categories: dict[Key, str] = {}
+    risks: dict[Key, RiskCategory] = {}
     interruption_categories: list[Key] = Field(min_length=1)
     inbox: Inbox = Inbox()
     deals: Deals = Deals()
@@ -65,6 +66,21 @@ class Playbook(PlaybookModel):
         self._check_lane("deals.lane", self.deals.lane)
         for lane in self.alerts:
             self._check_lane(f"alerts.{lane}", lane)
+        return self
+
+    @model_validator(mode="after")
+    def _risk_references(self) -> Playbook:
+        for key, risk in self.risks.items():
+            self._check_lane(f"risks.{key}.owner_lane", risk.owner_lane)
+            if isinstance(risk.trigger, ScopeUnsettled):
+                for name in risk.trigger.blockers:
+                    if name not in self.blockers:
+                        raise ValueError(f"risks.{key}.trigger.blockers: unknown blocker type "
+                                         f"{name!r} (blockers: {', '.join(self.blockers)})")
+                for name in risk.trigger.decisions:
+                    if name not in self.founder_boundaries:
+                        raise ValueError(f"risks.{key}.trigger.decisions: unknown founder "
+                                         f"boundary {name!r}")
         return self
 
     portal: Portal | None = None  # the client portal; without it the portal shows status only

@@ -38,6 +38,7 @@ GROUPS = {
     "followup": ("followup", "Client follow-ups and replies."),
     "incident": ("incident", "Delivery incidents after handoff."),
     "action": ("action", "Corrective actions from KPI threshold breaks."),
+    "risk": ("risk", "The risk register: list, open, review, close."),
     "report": ("report", "Reviews: the weekly onboarding review."),
     "deals": ("deals", "Won deals from CRMs and webhooks; poll the CRMs now."),
     "portal": ("portal", "The client portal: each client's link."),

@@ -134,10 +134,24 @@ def _blocker_thresholds(playbook: Playbook, client: Client,
 
 
 def _kickoff_late(playbook: Playbook, client: Client, as_of: dt.datetime) -> list[Crossing]:
+    """Past the committed kickoff window, when the playbook escalates it."""
+    if not playbook.escalations.kickoff_beyond_committed_window:
+        return []
+    return kickoff_beyond_window(playbook, client, as_of)
+
+
+def kickoff_delays(playbook: Playbook, client: Client, as_of: dt.datetime) -> list[Crossing]:
+    """Every kickoff delay: past the committed window, or unscheduled past the SLA (the risk
+    register's kickoff trigger reads the same rules the escalations do)."""
+    return [*kickoff_beyond_window(playbook, client, as_of),
+            *_kickoff_unscheduled(playbook, client, as_of)]
+
+
+def kickoff_beyond_window(playbook: Playbook, client: Client,
+                          as_of: dt.datetime) -> list[Crossing]:
     """No kickoff held by the committed window's end, or one planned beyond it."""
     ob = client.row
-    if not (playbook.escalations.kickoff_beyond_committed_window and ob.kickoff_by
-            and "kickoff_call_held" not in client.artifacts):
+    if not (ob.kickoff_by and "kickoff_call_held" not in client.artifacts):
         return []
     window_end = kickoff_window_end(playbook, ob.kickoff_by)
     planned_late = ob.kickoff_at is not None and ob.kickoff_at >= window_end

@@ -17,6 +17,7 @@ from tasks.comms.snapshot import load_snapshot
 from tasks.mail.delivery import deliver
 from tasks.mail.outbox import Draft, enqueue_many
 from tasks.onboarding.records import log_event
+from tasks.risks.register import open_due_risks
 
 
 @dataclass
@@ -27,6 +28,7 @@ class SweepReport:
     clients: int
     queued_messages: int
     queued_escalations: int
+    opened_risks: int
     sent: int
     retried: int
     failed: int
@@ -38,12 +40,18 @@ class SweepReport:
 
 def queue_due(session: Session, playbook: Playbook, as_of: dt.datetime, *,
               messages: bool = True, escalations: bool = True,
-              onboarding_ids: list[int] | None = None) -> tuple[int, list[Draft], list[Draft]]:
-    """Queue every message and escalation due at `as_of`: (clients, messages, escalations)."""
+              onboarding_ids: list[int] | None = None,
+              risks: list[int] | None = None) -> tuple[int, list[Draft], list[Draft]]:
+    """Queue every message and escalation due at `as_of`: (clients, messages, escalations).
+    With escalations, the risks whose triggers fired are opened too (their ids into `risks`)."""
     snapshot = load_snapshot(session, as_of, onboarding_ids, tz=playbook.calendar.tz)
     due_msgs = due_messages(playbook, snapshot, as_of) if messages else []
     due_escs = due_escalations(playbook, snapshot, as_of) if escalations else []
     enqueue_many(session, playbook, due_msgs + due_escs, now=as_of)
+    if escalations:
+        opened = open_due_risks(session, playbook, snapshot, as_of)
+        if risks is not None:
+            risks.extend(opened)
     for draft in due_escs:
         role = draft.context.get("recipient_role", "")
         if isinstance(role, str) and "covering" in role:
@@ -60,12 +68,13 @@ def run_sweep(factory: sessionmaker[Session], playbook: Playbook, settings: Sett
     name = "sweep:" + "+".join(k for k, on in (("reminders", messages),
                                               ("escalations", escalations)) if on)
     with lease(factory, name):
+        risks: list[int] = []
         with factory.begin() as session:
             clients, msgs, escs = queue_due(session, playbook, as_of, messages=messages,
-                                            escalations=escalations)
+                                            escalations=escalations, risks=risks)
         delivered = deliver(factory, playbook, settings, now=as_of)
     return SweepReport(as_of=as_of.isoformat(), clients=clients, queued_messages=len(msgs),
-                       queued_escalations=len(escs), sent=delivered.sent,
+                       queued_escalations=len(escs), opened_risks=len(risks), sent=delivered.sent,
                        retried=delivered.retried, failed=delivered.failed,
                        uncertain=delivered.uncertain)
 

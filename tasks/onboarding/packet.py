@@ -8,11 +8,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import Artifact, Blocker, Event, FounderDecision, Packet, Risk
+from db.models import Artifact, Blocker, Event, FounderDecision, Packet
 from db.playbook import Playbook
 from tasks.comms.context import local_time
 from tasks.mail.render import render_page
 from tasks.onboarding import records
+from tasks.risks.views import risk_rows
 
 
 def _note(artifacts: dict[str, Artifact], key: str, fallback: str = "not recorded") -> str:
@@ -32,8 +33,7 @@ def packet_sections(session: Session, playbook: Playbook,
                                     .order_by(Blocker.opened_at)))
     decisions = list(session.scalars(select(FounderDecision).where(
         FounderDecision.onboarding_id == onboarding_id).order_by(FounderDecision.at)))
-    risks = list(session.scalars(select(Risk).where(Risk.onboarding_id == onboarding_id,
-                                                    Risk.closed_at.is_(None))))
+    risks = risk_rows(session, playbook, open_only=True, onboarding_id=onboarding_id)
     transitions = list(session.scalars(select(Event).where(
         Event.onboarding_id == onboarding_id, Event.kind == "stage_transition")
         .order_by(Event.at)))
@@ -63,7 +63,9 @@ def packet_sections(session: Session, playbook: Playbook,
             ("Risk flags", _note(artifacts, "risk_flags_captured")),
             *[(f"{'Open' if b.resolved_at is None else 'Resolved'} blocker: {b.type}",
                f"{b.note or 'no note'}{' (critical)' if b.critical else ''}") for b in blockers],
-            *[(f"Risk: {r.category}", f"{r.trigger} — mitigation: {r.mitigation}") for r in risks],
+            *[(f"Open risk #{r['id']}: {r['label']}",
+               f"{r['trigger']} Owner {r['owner']}; mitigation: {r['mitigation']}")
+              for r in risks],
         ],
         "communication": [
             ("Cadence", _note(artifacts, "communication_cadence_set")),

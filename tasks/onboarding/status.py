@@ -14,6 +14,7 @@ from db.playbook import Playbook
 from tasks.calendar.clock import calendar_for
 from tasks.onboarding import records
 from tasks.onboarding.exits import held_items
+from tasks.risks.views import risk_rows
 
 PENDING = ("queued", "sending", "failed", "uncertain")
 
@@ -105,6 +106,9 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
                            "opened_at": b.opened_at.isoformat()} for b in blockers],
         "clocks": clocks, "flow_run_id": ob.flow_run_id, "demo": ob.demo,
         "portal": _portal_link(session, playbook, ob),
+        "open_risks": [{k: r[k] for k in ("id", "category", "label", "owner", "next_review_at")}
+                       for r in risk_rows(session, playbook, open_only=True,
+                                          onboarding_id=ob.id)],
     }
     def local(at: dt.datetime | None) -> str:
         return at.astimezone(tz).strftime("%a %d %b %H:%M %Z") if at else "-"
@@ -128,6 +132,9 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
     for b in blockers:
         lines.append(f"blocker: #{b.id} {b.type}{' (critical)' if b.critical else ''} "
                      f"since {local(b.opened_at)}")
+    for risk in card["open_risks"]:
+        lines.append(f"risk:    #{risk['id']} {risk['label']}, owner {risk['owner']}, "
+                     f"review due {local(risk['next_review_at'])}")
     for clock in clocks:
         left: int | None = clock["business_minutes_left"]
         state = "BREACHED" if clock["breached"] else (

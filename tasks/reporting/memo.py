@@ -26,6 +26,7 @@ from tasks.reporting.kpis.speed import stage_aging
 from tasks.reporting.kpis.table import kpi_table, monthly_series, weekly_series
 from tasks.reporting.kpis.triggers import capacity_signals
 from tasks.reporting.shared import SERIES_WEEKS, client_replies, context_for
+from tasks.risks.views import risk_counts
 
 MEMO_MONTHS = 6
 
@@ -124,6 +125,8 @@ def build_memo(session: Session, playbook: Playbook, month: str,
             "audit": _audit_summary(ctx.frames.audits, start, end),
             "handoffs": int(now["handoffs"]),
             "replies": client_replies(ctx, start, end, playbook),
+            "risks": risk_counts(session, playbook, start.to_pydatetime(),
+                                 end.to_pydatetime()),
         },
     }
     png = _charts(playbook, series, aging_now, aging_before, sla_days, blockers)

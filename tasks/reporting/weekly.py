@@ -25,6 +25,7 @@ from tasks.reporting.kpis.table import Context, weekly_series
 from tasks.reporting.kpis.triggers import Breach, Signal, capacity_signals, evaluate_thresholds
 from tasks.reporting.questions import audit_answers
 from tasks.reporting.shared import SERIES_WEEKS, client_replies, context_for, records_of
+from tasks.risks.views import reviews_due
 
 
 def local_day(playbook: Playbook, at: Any) -> str:
@@ -90,6 +91,7 @@ class WeeklyReview:
     red_flags: pd.DataFrame
     interruptions: pd.DataFrame
     replies: dict[str, Any] = field(default_factory=dict)
+    risk_reviews: list[dict[str, Any]] = field(default_factory=list)  # by owner
     markdown: str = ""
     context: dict[str, Any] = field(default_factory=dict)
 
@@ -123,6 +125,7 @@ def build_weekly_review(session: Session, playbook: Playbook,
         red_flags=red_flags(ctx.frames, ctx.calendar, ctx.cadence_days, start, end),
         interruptions=interruptions_by_category(ctx.frames.interruptions, start, end),
         replies=client_replies(ctx, start, end, playbook),
+        risk_reviews=reviews_due(session, playbook, ctx.calendar.add_business_days(as_of, 5)),
     )
     review.context = weekly_context(playbook, review)
     review.markdown = render_page("reports/weekly_review.md", review.context)
@@ -153,6 +156,7 @@ def weekly_context(playbook: Playbook, review: WeeklyReview) -> dict[str, Any]:
             "red_flags": {k: v for k, v in flag_counts.items() if v},
             "interruptions": records_of(review.interruptions),
             "replies": review.replies,
+            "risk_reviews": review.risk_reviews,
         },
     }
 

@@ -91,6 +91,8 @@ MIGRATIONS: list[Migration] = [
     # An old row's stage holds it to what the playbook in force requires (None: not recorded).
     Migration("stage_items", new_columns={"onboardings.stage_items": unset,
                                           "onboardings.stage_playbook_version": unset}),
+    Migration("risk_register", new_columns={f"risks.{c}": unset for c in (
+        "lane", "opened_by", "next_review_at", "reviewed_at", "close_note")}),
 ]
 
 
