@@ -32,7 +32,7 @@ def risk_owner(playbook: Playbook, category: str, away: set[str] | dict[str, dt.
     return str(lane.backup) if str(lane.owner) in away else str(lane.owner)
 
 
-def _insert(session: Session, playbook: Playbook, *, onboarding_id: int, category: str,
+def insert_risk(session: Session, playbook: Playbook, *, onboarding_id: int, category: str,
             trigger: str, by: str, at: dt.datetime, owner: str) -> Risk | None:
     """The new open risk, or None when one of this category is already open for the client."""
     kind = playbook.risks[category]
@@ -59,7 +59,7 @@ def open_due_risks(session: Session, playbook: Playbook, snapshot: Snapshot,
         return []
     opened = []
     for firing in due_risks(playbook, snapshot, load_risk_facts(session), as_of):
-        risk = _insert(session, playbook, onboarding_id=firing.onboarding_id,
+        risk = insert_risk(session, playbook, onboarding_id=firing.onboarding_id,
                        category=firing.category, trigger=firing.detail, by="handoff", at=as_of,
                        owner=risk_owner(playbook, firing.category, snapshot.away))
         if risk is not None:
@@ -79,7 +79,7 @@ def open_risk(session: Session, playbook: Playbook, onboarding_id: int, *, categ
     if existing is None:
         lane = playbook.lanes[playbook.risks[category].owner_lane]
         away = owners_away(session, [str(lane.owner)], at, tz=playbook.calendar.tz)
-        risk = _insert(session, playbook, onboarding_id=onboarding_id, category=category,
+        risk = insert_risk(session, playbook, onboarding_id=onboarding_id, category=category,
                        trigger=text, by=by, at=at, owner=risk_owner(playbook, category, away))
         if risk is not None:
             return risk

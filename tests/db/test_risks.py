@@ -29,6 +29,7 @@ Playbook key -> the test below that changes it and sees a different result
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,7 @@ from tasks.onboarding.packet import packet_sections
 from tasks.onboarding.status import describe
 from tasks.reporting.weekly import build_weekly_review
 from tasks.risks.facts import load_risk_facts
-from tasks.risks.register import close_risk, open_risk, review_risk
+from tasks.risks.register import close_risk, insert_risk, open_risk, review_risk
 from tasks.risks.triggers import due_risks
 from tests.factories import CLOSED, add_items, new_onboarding, stage_items
 from tests.smtp_server import LoopbackSmtp
@@ -229,6 +230,11 @@ def test_one_open_risk_per_client_and_category_is_the_databases_rule(
     with session.begin(), pytest.raises(Exception, match="already has an open kickoff_delay"):
         open_risk(session, playbook, ob, category="kickoff_delay", note="again", by="va",
                   at=CLOSED)
+    with session.begin():  # a sweep that loaded its facts before the first risk was opened
+        assert insert_risk(session, playbook, onboarding_id=ob, category="kickoff_delay",
+                           trigger="t", by="handoff", at=CLOSED, owner="va@northwind.example"
+                           ) is None
+        assert session.scalar(select(func.count()).select_from(Risk)) == 1  # still usable
     with session.begin():
         session.add(Risk(onboarding_id=ob, category="kickoff_delay", trigger="raw",
                          owner_email="x@y.example", mitigation="m", review_every_days=1,
@@ -400,3 +406,78 @@ def test_an_unknown_trigger_lane_or_parameter_is_refused_naming_it(
     with pytest.raises(PlaybookError, match="risks[.]") as caught:
         load_playbook(bad)
     assert named in str(caught.value)
+
+
+def _cli(lite: Session, *args: str, refused: str | None = None) -> Any:
+    """Run `handoff ARGS` in process; a refusal is one line naming `refused`, nothing written."""
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from tests.factories import snapshot
+
+    before = snapshot(lite)
+    result = CliRunner().invoke(app, list(args))
+    if refused is None:
+        assert result.exit_code == 0, (result.output, result.exception)
+        return json.loads(result.stdout) if "--json" in args else result.stdout
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and refused in lines[0], lines
+    assert snapshot(lite) == before
+    return None
+
+
+def test_risk_commands_and_their_refusals(lite: Session, playbook: Playbook) -> None:
+    ob = str(new_onboarding(lite, playbook))
+    made = _cli(lite, "risk", "open", ob, "--category", "kickoff_delay", "--note",
+                "Client travelling until the 10th", "--json")
+    rid = str(made["risk"])
+    assert made["owner"] == "va@northwind.example"  # lane A's owner
+    _cli(lite, "risk", "open", ob, "--category", "gut_feeling", "--note", "x",
+         refused="--category 'gut_feeling' is not known")
+    _cli(lite, "risk", "open", ob, "--category", "kickoff_delay", refused="--note")
+    _cli(lite, "risk", "open", ob, "--category", "kickoff_delay", "--note", "again",
+         refused=f"already has an open kickoff_delay risk (risk {rid})")
+    _cli(lite, "risk", "open", "999", "--category", "kickoff_delay", "--note", "x",
+         refused="999")
+    _cli(lite, "risk", "review", rid, refused="--note")
+    _cli(lite, "risk", "close", rid, "--note", "  ", refused="--note")
+    _cli(lite, "risk", "close", "77", "--note", "x", refused="risk 77 does not exist")
+    assert "next review due" in _cli(lite, "risk", "review", rid, "--note", "Slots offered")
+    assert [r["id"] for r in _cli(lite, "risk", "list", "--open", "--json")] == [int(rid)]
+    assert _cli(lite, "risk", "close", rid, "--note", "Kickoff held").strip() == (
+        f"risk {rid} closed")
+    _cli(lite, "risk", "close", rid, "--note", "again", refused=f"risk {rid} is already closed")
+    _cli(lite, "risk", "review", rid, "--note", "late", refused=f"risk {rid} is already closed")
+    assert _cli(lite, "risk", "list", "--open").strip() == "no open risks"
+    (row,) = _cli(lite, "risk", "list", "--json")
+    assert (row["open"], row["close_note"], row["label"]) == (False, "Kickoff held",
+                                                              "Kickoff delay risk")
+    with lite.begin():
+        kinds = list(lite.scalars(select(Event.kind).where(Event.kind.like("risk_%"))
+                                  .order_by(Event.id)))
+    assert kinds == ["risk_opened", "risk_reviewed", "risk_closed"]
+
+
+def test_the_monthly_memo_counts_risks_by_category(lite: Session, playbook: Playbook) -> None:
+    from tasks.mail.render import render_message
+    from tasks.reporting.memo import build_memo, memo_context
+
+    first, second = new_onboarding(lite, playbook), new_onboarding(lite, playbook, client="B")
+    with lite.begin():
+        for ob in (first, second):
+            open_risk(lite, playbook, ob, category="kickoff_delay", note="n", by="va",
+                      at=CLOSED)
+        done = open_risk(lite, playbook, first, category="handoff_quality", note="n", by="va",
+                         at=CLOSED)
+        close_risk(lite, done.id, note="fixed", by="va", at=CLOSED + hours(2))
+        memo = build_memo(lite, playbook, "2026-11")
+    counts = {r["category"]: (r["opened"], r["closed"], r["open"])
+              for r in memo.context["memo"]["risks"]}
+    assert counts == {"incomplete_intake": (0, 0, 0), "kickoff_delay": (2, 0, 2),
+                      "misaligned_scope": (0, 0, 0), "handoff_quality": (1, 1, 0),
+                      "communication_reliability": (0, 0, 0)}
+    text = render_message("monthly_memo", memo_context(memo, inline=False)).text
+    assert "- Kickoff delay risk: 2 opened, 0 closed, 2 open at month end" in text
+    assert "- Handoff quality risk: 1 opened, 1 closed, 0 open at month end" in text
+    assert "Incomplete client intake risk" not in text
