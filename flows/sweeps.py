@@ -18,7 +18,7 @@ def send_due_reminders(as_of: str | None) -> dict[str, object]:
 
 @task(name="fire due escalations", cache_policy=NO_CACHE)
 def fire_due_escalations(as_of: str | None) -> dict[str, object]:
-    """Queue and send every escalation due at as_of."""
+    """Queue and send every escalation due at as_of; open the risks that fired."""
     return sweep_now(as_of, messages=False, escalations=True)
 
 
@@ -43,7 +43,8 @@ def reminder_sweep(as_of: str | None = None) -> dict[str, object]:
 
 @flow(name="escalation-sweep")
 def escalation_sweep(as_of: str | None = None) -> dict[str, object]:
-    """Fire the escalation thresholds and blocker escalation paths due now (or at as_of)."""
+    """Fire the escalation thresholds and blocker escalation paths due now (or at as_of), and
+    open the risks whose triggers fired."""
     return fire_due_escalations(as_of)
 
 
