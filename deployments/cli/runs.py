@@ -33,7 +33,9 @@ def _summary(report: dict[str, Any]) -> str:
         return f"skipped ({report['skipped']})"
     queued = int(report["queued_messages"]) + int(report["queued_escalations"])
     return (f"{report['clients']} active clients, {queued} queued, {report['sent']} sent, "
-            f"{report['retried']} to retry, {report['failed']} failed")
+            f"{report['retried']} to retry, {report['failed']} failed"
+            + (f", {report['opened_risks']} risk{'s' if report['opened_risks'] != 1 else ''} opened"
+               if report["opened_risks"] else ""))
 
 
 @app.command("reconcile")

@@ -106,7 +106,8 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
                            "opened_at": b.opened_at.isoformat()} for b in blockers],
         "clocks": clocks, "flow_run_id": ob.flow_run_id, "demo": ob.demo,
         "portal": _portal_link(session, playbook, ob),
-        "open_risks": [{k: r[k] for k in ("id", "category", "label", "owner", "next_review_at")}
+        "open_risks": [{"id": r["id"], "category": r["category"], "label": r["label"],
+                        "owner": r["owner"], "next_review_at": r["next_review_at"].isoformat()}
                        for r in risk_rows(session, playbook, open_only=True,
                                           onboarding_id=ob.id)],
     }
@@ -134,7 +135,7 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
                      f"since {local(b.opened_at)}")
     for risk in card["open_risks"]:
         lines.append(f"risk:    #{risk['id']} {risk['label']}, owner {risk['owner']}, "
-                     f"review due {local(risk['next_review_at'])}")
+                     f"review due {local(dt.datetime.fromisoformat(risk['next_review_at']))}")
     for clock in clocks:
         left: int | None = clock["business_minutes_left"]
         state = "BREACHED" if clock["breached"] else (
