@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from db.models import Base
 from db.playbook import Playbook
+from db.session import get_engine
 from tasks.onboarding import records
 
 CLOSED = dt.datetime(2026, 11, 23, 15, 0, tzinfo=dt.UTC)  # Monday 10:00 New York
@@ -48,3 +51,19 @@ def snapshot(session: Session) -> dict[str, int]:
     with session.begin():
         return {t.name: int(session.scalar(select(func.count()).select_from(t)) or 0)
                 for t in Base.metadata.sorted_tables}
+
+
+@contextmanager
+def statements_sent(url: str) -> Iterator[list[str]]:
+    """Every SQL statement sent to the database at `url` inside the block."""
+    sent: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        sent.append(statement)
+
+    engine = get_engine(url)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", count)

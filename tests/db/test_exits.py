@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Onboarding
 from db.playbook import Playbook
-from db.session import get_engine
 from tasks.history.generator import generate_history
 from tasks.onboarding import records
 from tasks.onboarding.exits import active_exit_problems
 from tasks.prefect.reconcile import _active
-from tests.factories import CLOSED, new_onboarding, stage_items
+from tests.factories import CLOSED, new_onboarding, stage_items, statements_sent
 
 END = dt.datetime(2026, 11, 2, 13, 0, tzinfo=dt.UTC)
 
@@ -82,28 +79,13 @@ def test_the_set_based_check_agrees_with_the_per_client_one(session: Session,
     assert any(not problems for problems in at_once.values())
 
 
-@contextmanager
-def _statements(url: str) -> Iterator[list[str]]:
-    sent: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        sent.append(statement)
-
-    engine = get_engine(url)
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-
-
 def test_reconcile_reads_every_active_client_in_a_fixed_number_of_statements(
         db_url: str, session: Session, playbook: Playbook) -> None:
     _seed(session, playbook, 10, seed=1)
-    with _statements(db_url) as small:
+    with statements_sent(db_url) as small:
         ten = _active()
     _seed(session, playbook, 190, seed=2)
-    with _statements(db_url) as large:
+    with statements_sent(db_url) as large:
         two_hundred = _active()
     assert (len(ten), len(two_hundred)) == (10, 200)
     assert any(met for _, _, met, _ in two_hundred) and not all(m for _, _, m, _ in two_hundred)

@@ -53,7 +53,7 @@ from tasks.reporting.weekly import build_weekly_review
 from tasks.risks.facts import load_risk_facts
 from tasks.risks.register import close_risk, insert_risk, open_risk, review_risk
 from tasks.risks.triggers import due_risks
-from tests.factories import CLOSED, add_items, new_onboarding, stage_items
+from tests.factories import CLOSED, add_items, new_onboarding, stage_items, statements_sent
 from tests.smtp_server import LoopbackSmtp
 
 AS_OF = dt.datetime(2026, 12, 2, 16, 0, tzinfo=dt.UTC)  # Wed 11:00 New York
@@ -144,7 +144,7 @@ def seed_history(session: Session, factory: sessionmaker[Session], playbook: Pla
     with session.begin():
         queue_due(session, playbook, CLOSED + hours(1), escalations=False, onboarding_ids=[ob])
     smtp.fail_next(550, stage="RCPT", text="mailbox unavailable")
-    deliver(factory, playbook, get_settings(), now=CLOSED + hours(1))
+    deliver(factory, playbook, get_settings(), now=CLOSED + hours(1), onboarding_id=ob)
     with session.begin():
         assert session.scalar(select(Communication.status).where(
             Communication.onboarding_id == ob, Communication.template == "welcome")) == "failed"
@@ -406,6 +406,26 @@ def test_an_unknown_trigger_lane_or_parameter_is_refused_naming_it(
     with pytest.raises(PlaybookError, match="risks[.]") as caught:
         load_playbook(bad)
     assert named in str(caught.value)
+
+
+def test_the_risk_step_reads_in_a_fixed_number_of_statements(
+        sqlite_url: str, lite: Session, playbook: Playbook, smtp: LoopbackSmtp) -> None:
+    """The sweep's risk evaluation reads the same statements for one history as for three."""
+    factory = session_factory(sqlite_url)
+
+    def firings() -> tuple[int, list[str]]:
+        with statements_sent(sqlite_url) as sent, lite.begin():
+            snapshot = load_snapshot(lite, AS_OF, tz=playbook.calendar.tz)
+            found = due_risks(playbook, snapshot, load_risk_facts(lite), AS_OF)
+        return len(found), sent
+
+    seed_history(lite, factory, playbook, smtp)
+    one, small = firings()
+    for _ in range(2):
+        seed_history(lite, factory, playbook, smtp)
+    three, large = firings()
+    assert (one, three) == (8, 24)
+    assert len(large) == len(small), "\n".join(large)
 
 
 def _cli(lite: Session, *args: str, refused: str | None = None) -> Any:
