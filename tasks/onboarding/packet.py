@@ -64,7 +64,7 @@ def packet_sections(session: Session, playbook: Playbook,
             *[(f"{'Open' if b.resolved_at is None else 'Resolved'} blocker: {b.type}",
                f"{b.note or 'no note'}{' (critical)' if b.critical else ''}") for b in blockers],
             *[(f"Open risk #{r['id']}: {r['label']}",
-               f"{r['trigger']} Owner {r['owner']}; mitigation: {r['mitigation']}")
+               f"{r['trigger']} — owner {r['owner']}; mitigation: {r['mitigation']}")
               for r in risks],
         ],
         "communication": [

@@ -35,10 +35,14 @@ def local_day(playbook: Playbook, at: Any) -> str:
     return pd.Timestamp(at).tz_convert(playbook.calendar.timezone).strftime("%a %d %b")
 
 
+def week_ahead(ctx: Context, as_of: dt.datetime) -> dt.datetime:
+    """The end of the week the review looks at: five business days after `as_of`."""
+    return ctx.calendar.add_business_days(as_of, 5)
+
+
 def risk_forecast(ctx: Context, playbook: Playbook, as_of: dt.datetime) -> pd.DataFrame:
     """Active clients likely to breach an SLA next week, from their clocks."""
-    calendar = ctx.calendar
-    horizon = pd.Timestamp(calendar.add_business_days(as_of, 5))
+    horizon = pd.Timestamp(week_ahead(ctx, as_of))
     now = pd.Timestamp(as_of)
     ob = ctx.frames.onboardings
     active = ob[(ob["status"] == "active") & ob["ready_at"].isna()]
@@ -125,7 +129,7 @@ def build_weekly_review(session: Session, playbook: Playbook,
         red_flags=red_flags(ctx.frames, ctx.calendar, ctx.cadence_days, start, end),
         interruptions=interruptions_by_category(ctx.frames.interruptions, start, end),
         replies=client_replies(ctx, start, end, playbook),
-        risk_reviews=reviews_due(session, playbook, ctx.calendar.add_business_days(as_of, 5)),
+        risk_reviews=reviews_due(session, playbook, week_ahead(ctx, as_of)),
     )
     review.context = weekly_context(playbook, review)
     review.markdown = render_page("reports/weekly_review.md", review.context)

@@ -261,7 +261,7 @@ def test_the_packet_and_status_list_open_risks_by_label(
                               if s["key"] == "risks")["rows"])
         card = describe(lite, playbook, ob, now=CLOSED)
     assert rows[f"Open risk #{risk}: Misaligned scope risk"] == (
-        f"Client expects a blog Owner va@northwind.example; mitigation: "
+        f"Client expects a blog — owner va@northwind.example; mitigation: "
         f"{playbook.risks['misaligned_scope'].mitigation}")
     assert not [k for k in calm_rows if k.startswith("Open risk")]
     assert f"risk:    #{risk} Misaligned scope risk, owner va@northwind.example" in card["text"]
