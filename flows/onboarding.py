@@ -40,7 +40,7 @@ def walk_stage(onboarding_id: int, stage: str) -> None:
         if check.passed:
             return
         send_due_messages(onboarding_id)
-        if stage == "ready_to_deliver":
+        if check.packet:
             deliver_handoff_packet(onboarding_id)
             check = check_stage_exit(onboarding_id, stage)
         if check.met:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from db.playbook.catalog import STAGE_MESSAGE_FIELDS, template_needs
 from db.playbook.parts import (
     WEEKDAYS,
     BlockerType,
@@ -33,6 +34,12 @@ STAGE_ORDER = (
     "setup_execution",
     "ready_to_deliver",
 )
+
+
+# The SLAs the code reads by key (the cadences and escalations), and the template each times.
+CODE_SLAS = {"intake_reminder": "every_min", "kickoff_scheduled": "within",
+             "kickoff_recap": "within", "setup_progress_update": "every"}
+PACKET = "handoff_packet"  # assembled by the packet step, which records handoff_packet_delivered
 
 
 class PlaybookError(HandoffError):
@@ -120,6 +127,60 @@ class Playbook(PlaybookModel):
         return self
 
     @model_validator(mode="after")
+    def _messages_and_clocks(self) -> Playbook:
+        known = template_needs()
+        sent_by: dict[str, str] = {}
+        for stage in self.stages:
+            for when, names in (("on_enter", stage.on_enter), ("on_exit", stage.on_exit)):
+                where = f"stages.{stage.key}.{when}"
+                for name in names:
+                    if name not in known:
+                        raise ValueError(f"{where}: unknown template {name!r} "
+                                         "(templates/catalog.yaml lists the templates)")
+                    if name in sent_by:
+                        raise ValueError(f"{where}: template {name!r} is already sent by "
+                                         f"{sent_by[name]}; a stage message goes out once")
+                    sent_by[name] = where
+                    if name == PACKET and when != "on_enter":
+                        raise ValueError(f"{where}: {PACKET} is sent on entering a stage, "
+                                         "before its handoff_packet_delivered item can exist")
+                    lacking = sorted(known[name].needs - STAGE_MESSAGE_FIELDS)
+                    if lacking:
+                        raise ValueError(f"{where}: template {name!r} needs "
+                                         f"{', '.join(lacking)}, which a stage message cannot "
+                                         "give; it is sent by its own rule, not by a stage")
+            packet_item = any(i.key == "handoff_packet_delivered"
+                              for i in self.required_items(stage.key))
+            if packet_item and PACKET not in stage.on_enter:
+                raise ValueError(f"stages.{stage.key}.on_enter: must list {PACKET}; the stage "
+                                 "requires handoff_packet_delivered, recorded when it is sent")
+        for key, sla in self.slas.items():
+            if sla.template not in known:
+                raise ValueError(f"slas.{key}.template: unknown template {sla.template!r}")
+            if sla.from_ is not None:
+                self._check_clock(f"slas.{key}.from", sla.from_)
+        for key, rhythm in CODE_SLAS.items():
+            if key not in self.slas or getattr(self.slas[key], rhythm) is None:
+                raise ValueError(f"slas.{key}: required, with '{rhythm}' (the cadences and "
+                                 "escalations read it)")
+        for key, blocker in self.blockers.items():
+            if blocker.template not in known:
+                raise ValueError(f"blockers.{key}.template: unknown template "
+                                 f"{blocker.template!r}")
+        return self
+
+    def _check_clock(self, where: str, start: str) -> None:
+        """A message clock starts at the close, a stage's entry, or an artifact's recording."""
+        stage = start.removeprefix("stage_entered:")
+        if start in ("closed_at", "stage_entered") or (
+                start.startswith("stage_entered:") and stage in STAGE_ORDER):
+            return
+        if start in {i.key for _where, i in self._all_items()}:
+            return
+        raise ValueError(f"{where}: cannot count from {start!r} (expected closed_at, "
+                         "stage_entered, stage_entered:<stage> or an artifact key)")
+
+    @model_validator(mode="after")
     def _portal_consistent(self) -> Playbook:
         if self.portal is None:
             return self
@@ -171,6 +232,10 @@ class Playbook(PlaybookModel):
         for name in stage.checklists:
             items.extend(self.checklists[name])
         return items
+
+    def sla_for(self, template: str) -> tuple[str, Sla] | None:
+        """The SLA that times this template's message, with its key, if any."""
+        return next(((k, s) for k, s in self.slas.items() if s.template == template), None)
 
     def item(self, key: str) -> tuple[Stage, Item]:
         """The stage an artifact/checklist item belongs to, and the item."""

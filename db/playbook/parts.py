@@ -107,7 +107,9 @@ class Item(PlaybookModel):
 class StageSla(PlaybookModel):
     within: float = Field(gt=0)
     unit: TimeUnit
-    from_: Literal["stage_entered"] = Field("stage_entered", alias="from")
+    # What the clock counts from: the stage's entry, or the deal's close (a deadline that the
+    # time spent in earlier stages eats into).
+    from_: Literal["stage_entered", "closed_at"] = Field("stage_entered", alias="from")
 
 
 class Gate(StrEnum):
@@ -118,7 +120,6 @@ class Gate(StrEnum):
 class Stage(PlaybookModel):
     key: Key
     name: str
-    owner_role: Literal["va", "founder"]
     lane: str
     sla: StageSla
     on_enter: list[Key] = []
@@ -136,6 +137,8 @@ class Sla(PlaybookModel):
     every: float | None = Field(None, gt=0)
     every_min: float | None = Field(None, gt=0)
     every_max: float | None = Field(None, gt=0)
+    # What a 'within' clock counts from: closed_at, stage_entered (of the stage the message is
+    # sent in), stage_entered:<stage>, or an artifact key (its recorded time); checked in model.
     from_: str | None = Field(None, alias="from")
     until: str | None = None
     while_: str | None = Field(None, alias="while")
@@ -148,6 +151,9 @@ class Sla(PlaybookModel):
             raise ValueError("'every_min' and 'every_max' go together")
         if self.every_min and self.every_max and self.every_max < self.every_min:
             raise ValueError(f"every_max {self.every_max} is less than every_min {self.every_min}")
+        if self.from_ is not None and self.within is None:
+            raise ValueError(f"'from: {self.from_}' needs 'within' (a rhythm counts from the "
+                             "previous message)")
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -99,3 +100,18 @@ def kickoff_window_end(playbook: Playbook, kickoff_by: dt.date) -> dt.datetime:
     """The end of the committed kickoff date: midnight after it, in the playbook's timezone."""
     return dt.datetime.combine(kickoff_by + dt.timedelta(days=1), dt.time(),
                                tzinfo=playbook.calendar.tz).astimezone(dt.UTC)
+
+
+def clock_start(start: str, *, closed_at: dt.datetime, stage: str, entered_at: dt.datetime,
+                artifacts: Mapping[str, dt.datetime]) -> dt.datetime | None:
+    """When a clock whose playbook `from` is `start` began, for a client now in `stage`: the
+    close, this stage's entry, a named stage's entry, or an artifact's recording. None when that
+    has not happened or is not known here (a stage the client is not in, an artifact not yet
+    recorded); the playbook loader refuses any other value."""
+    if start == "closed_at":
+        return closed_at
+    if start == "stage_entered":
+        return entered_at
+    if start.startswith("stage_entered:"):
+        return entered_at if start.removeprefix("stage_entered:") == stage else None
+    return artifacts.get(start)

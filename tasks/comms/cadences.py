@@ -9,8 +9,11 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from db.playbook import Playbook, TimeUnit
-from tasks.calendar.clock import business_hours_per_day, due_after
+from db.playbook import STAGE_ORDER, Playbook, TimeUnit
+from db.playbook.catalog import template_needs
+from db.playbook.model import PACKET
+from db.playbook.parts import Sla
+from tasks.calendar.clock import business_hours_per_day, clock_start, due_after
 from tasks.comms import keys
 from tasks.comms.context import context, local_time
 from tasks.comms.snapshot import Client, Snapshot
@@ -42,7 +45,7 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
     slas = playbook.slas
     owner = _on_duty(snapshot, client)
     contacts = ob.contacts
-    out: list[Draft] = []
+    out = entry_and_exit_messages(playbook, client, owner, as_of)
 
     def draft(template: str, key: str, due: dt.datetime | None, sla: str | None,
               cycle: int = 0, **extra: Any) -> Draft:
@@ -52,13 +55,8 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
                      context=context(playbook, client, owner_email=owner, cycle=cycle, **extra),
                      due_at=due, sla_key=sla, cycle=cycle)
 
-    welcome = slas["welcome"]
-    if as_of >= ob.closed_at:
-        due = due_after(playbook, ob.closed_at, welcome.within or 0, welcome.unit)
-        out.append(draft("welcome", keys.welcome(ob.id), due, "welcome"))
-
-    if ob.stage == "intake_completion":
-        out.extend(_intake_messages(playbook, client, as_of, draft))
+    if slas["intake_reminder"].until in (None, ob.stage):
+        out.extend(_reminders(playbook, client, as_of, draft))
 
     kickoff_held = client.artifacts.get("kickoff_call_held")
     if ob.kickoff_at is not None and kickoff_held is None:
@@ -66,11 +64,61 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
 
     if kickoff_held is not None and as_of >= kickoff_held:
         sla = slas["kickoff_recap"]
-        due = due_after(playbook, kickoff_held, sla.within or 0, sla.unit)
-        out.append(draft("kickoff_recap", keys.kickoff_recap(ob.id), due, "kickoff_recap"))
+        out.append(draft(sla.template, keys.kickoff_recap(ob.id),
+                         message_due(playbook, client, sla, as_of), "kickoff_recap"))
 
-    if ob.stage == "setup_execution":
+    if slas["setup_progress_update"].while_ in (None, ob.stage):
         out.extend(_progress_update(playbook, client, as_of, draft))
+    return out
+
+
+def message_due(playbook: Playbook, client: Client, sla: Sla,
+                as_of: dt.datetime) -> dt.datetime | None:
+    """A 'within' SLA's due: counted from its playbook `from` (from now when that has not
+    happened yet, e.g. a stage the client is not in); None for a rhythm."""
+    if sla.within is None:
+        return None
+    ob = client.row
+    start = clock_start(sla.from_ or "stage_entered", closed_at=ob.closed_at, stage=ob.stage,
+                        entered_at=ob.stage_entered_at, artifacts=client.artifacts)
+    return due_after(playbook, start or as_of, sla.within, sla.unit)
+
+
+def entry_and_exit_messages(playbook: Playbook, client: Client, owner: str,
+                            as_of: dt.datetime) -> list[Draft]:
+    """The playbook's on_enter messages of every stage the client has entered and on_exit
+    messages of every stage it has left, each once per client: one the client moved past before
+    a sweep saw it still goes out (a late welcome beats none), except a request for items the
+    client no longer owes."""
+    ob = client.row
+    if as_of < ob.stage_entered_at:
+        return []
+    done = len(playbook.stages) if ob.status == "ready" else STAGE_ORDER.index(ob.stage)
+    names = [n for stage in playbook.stages[:done] for n in (*stage.on_enter, *stage.on_exit)]
+    if ob.status == "active":
+        names += playbook.stage(ob.stage).on_enter
+    return _stage_messages(playbook, client, owner, as_of, names)
+
+
+def _stage_messages(playbook: Playbook, client: Client, owner: str, as_of: dt.datetime,
+                    templates: list[str]) -> list[Draft]:
+    ob, specs = client.row, template_needs()
+    missing = client_missing(playbook, client)
+    out = []
+    for name in templates:
+        spec = specs[name]
+        if name == PACKET or ("missing" in spec.needs and not missing):
+            continue  # the packet step sends the packet; a request for nothing is not sent
+        found = playbook.sla_for(name)
+        recipients = {"client": ob.contacts, "team": [owner],
+                      "founder": [str(playbook.business.founder.email)]}[spec.audience]
+        extra: dict[str, Any] = {"missing": missing} if spec.audience == "client" else {}
+        out.append(Draft(
+            onboarding_id=ob.id, template=name, recipients=recipients,
+            key=keys.stage_message(name, ob.id),
+            context=context(playbook, client, owner_email=owner, **extra),
+            due_at=message_due(playbook, client, found[1], as_of) if found else None,
+            sla_key=found[0] if found and found[1].within else None))
     return out
 
 
@@ -79,16 +127,15 @@ def _kickoff_confirmation(playbook: Playbook, client: Client, owner: str,
     """The kickoff's confirmation with its calendar invite (a moved kickoff is a new one)."""
     ob = client.row
     assert ob.kickoff_at is not None
-    entered = ob.stage_entered_at if ob.stage == "kickoff_alignment" else as_of
     sla = playbook.slas["kickoff_scheduled"]
-    due = due_after(playbook, entered, sla.within or 0, sla.unit)
+    due = message_due(playbook, client, sla, as_of)
     invite = calendar_invite(
         uid=f"kickoff-{ob.id}-{keys.kickoff_stamp(ob.kickoff_at)}@handoff", start=ob.kickoff_at,
         minutes=KICKOFF_MINUTES, summary=f"Kickoff: {ob.client_name} × "
         f"{playbook.business.name}", organizer=owner, attendees=[*ob.contacts, owner],
         description=f"Kickoff for {ob.offer}. Owner: {owner}.")
     return Draft(
-        onboarding_id=ob.id, template="kickoff_confirmation", recipients=ob.contacts,
+        onboarding_id=ob.id, template=sla.template, recipients=ob.contacts,
         key=keys.kickoff_confirmation(ob.id, ob.kickoff_at),
         context=context(playbook, client, owner_email=owner, due=due,
                         kickoff={"local": local_time(playbook, ob.kickoff_at),
@@ -102,7 +149,7 @@ def _progress_update(playbook: Playbook, client: Client, as_of: dt.datetime,
                      draft: DraftMaker) -> list[Draft]:
     """The next setup progress update, once the previous one went out and the next is near."""
     ob, sla = client.row, playbook.slas["setup_progress_update"]
-    updates = [m for m in client.sent("setup_progress_update")]
+    updates = client.sent(sla.template)
     if any(m.sent_at is None for m in updates):
         return []
     last = max([ob.stage_entered_at, *[m.sent_at for m in updates if m.sent_at]])
@@ -114,7 +161,7 @@ def _progress_update(playbook: Playbook, client: Client, as_of: dt.datetime,
     if as_of < send_at:
         return []
     cycle = len(updates) + 1
-    return [draft("setup_progress_update", keys.setup_progress_update(ob.id, cycle), due,
+    return [draft(sla.template, keys.setup_progress_update(ob.id, cycle), due,
                   "setup_progress_update", cycle=cycle)]
 
 
@@ -131,28 +178,28 @@ def client_missing(playbook: Playbook, client: Client) -> list[str]:
             if i.from_client and i.key not in client.artifacts]
 
 
-def _intake_messages(playbook: Playbook, client: Client, as_of: dt.datetime,
-                     draft: DraftMaker) -> list[Draft]:
-    ob = client.row
+def _reminders(playbook: Playbook, client: Client, as_of: dt.datetime,
+               draft: DraftMaker) -> list[Draft]:
+    """The missing-info reminder cadence (slas.intake_reminder): it starts after the stage's
+    on_enter messages went out (or at its entry if it sends none) and stops once the client has
+    sent everything."""
+    ob, sla = client.row, playbook.slas["intake_reminder"]
     if not client_missing(playbook, client):
         return []  # the client has sent everything: the cadence stops
-    request_key = keys.intake_request(ob.id)
-    requests = client.sent("intake_request")
-    if not requests:
-        return [draft("intake_request", request_key, None, None,
-                      missing=client_missing(playbook, client))]
-    reminders = client.sent("missing_info_reminder")
-    chain = requests + reminders
+    opening = [n for n in playbook.stage(ob.stage).on_enter if n != PACKET]
+    if any(not client.sent(n) for n in opening):
+        return []  # the stage's own messages go out first
+    reminders = client.sent(sla.template)
+    chain = [m for n in opening for m in client.sent(n)] + reminders
     if any(m.sent_at is None for m in chain):
         return []  # the previous message has not gone out yet
     if client.last_response is not None and as_of < reply_pause_end(playbook,
                                                                     client.last_response):
         return []  # the client just answered: the team reads it before anyone reminds them
-    last = max(m.sent_at for m in chain if m.sent_at)
-    sla = playbook.slas["intake_reminder"]
+    last = max([ob.stage_entered_at, *[m.sent_at for m in chain if m.sent_at]])
     if as_of < last + dt.timedelta(hours=sla.every_min or 24):
         return []
     cycle = len(reminders) + 1
     due = last + dt.timedelta(hours=sla.every_max or 48)
-    return [draft("missing_info_reminder", keys.missing_info_reminder(ob.id, cycle), due,
+    return [draft(sla.template, keys.missing_info_reminder(ob.id, cycle), due,
                   "intake_reminder", cycle=cycle, missing=client_missing(playbook, client))]

@@ -11,7 +11,7 @@ from db.models import (
 from db.playbook import Playbook, TimeUnit
 from tasks.calendar.clock import due_after, kickoff_window_end
 from tasks.comms import keys
-from tasks.comms.cadences import client_missing
+from tasks.comms.cadences import client_missing, message_due
 from tasks.comms.context import context, local_time
 from tasks.comms.snapshot import Client, Snapshot
 from tasks.mail.outbox import Draft
@@ -99,13 +99,14 @@ def _thresholds(playbook: Playbook, client: Client, as_of: dt.datetime) -> list[
 def _no_response(playbook: Playbook, client: Client, as_of: dt.datetime) -> list[Crossing]:
     """N reminder cycles sent since the client last answered, with intake items still missing."""
     ob, n = client.row, playbook.escalations.no_response_after_reminder_cycles
-    reminders = [m for m in client.sent("missing_info_reminder") if m.sent_at and (
+    cadence = playbook.slas["intake_reminder"]
+    reminders = [m for m in client.sent(cadence.template) if m.sent_at and (
         client.last_response is None or m.sent_at > client.last_response)]
-    if not (ob.stage == "intake_completion" and len(reminders) >= n
+    if not (cadence.until in (None, ob.stage) and len(reminders) >= n
             and client_missing(playbook, client)):
         return []
     nth = sorted(m.sent_at for m in reminders if m.sent_at)[n - 1]
-    trigger = nth + dt.timedelta(hours=playbook.slas["intake_reminder"].every_max or 48)
+    trigger = nth + dt.timedelta(hours=cadence.every_max or 48)
     if as_of < trigger:
         return []
     return [("no_response", trigger, f"{ob.client_name} has not answered {len(reminders)} "
@@ -170,8 +171,8 @@ def _kickoff_unscheduled(playbook: Playbook, client: Client,
     ob, sched = client.row, playbook.slas["kickoff_scheduled"]
     if not (ob.stage == "kickoff_alignment" and ob.kickoff_at is None):
         return []
-    trigger = due_after(playbook, ob.stage_entered_at, sched.within or 0, sched.unit)
-    if as_of < trigger:
+    trigger = message_due(playbook, client, sched, as_of)
+    if trigger is None or as_of < trigger:
         return []
     return [("kickoff_unscheduled", trigger,
              f"{ob.client_name} entered kickoff alignment "

@@ -2,7 +2,7 @@
 
 The outbox refuses a second row with the same key, so a key is the promise that a message goes
 out once. The flow, the sweeps, the reports and the demo history all call these functions (as
-`keys.welcome(...)`, never by hand): the day two copies of a key drift apart is the day a
+`keys.stage_message(...)`, never by hand): the day two copies of a key drift apart is the day a
 client gets the same message twice.
 """
 
@@ -11,12 +11,11 @@ from __future__ import annotations
 import datetime as dt
 
 
-def welcome(onboarding_id: int) -> str:
-    return f"welcome:{onboarding_id}"
-
-
-def intake_request(onboarding_id: int) -> str:
-    return f"intake_request:{onboarding_id}"
+def stage_message(template: str, onboarding_id: int) -> str:
+    """A message a stage sends on entry or exit (playbook on_enter/on_exit): once per client.
+    The handoff packet is one of them: a reworked packet is a new revision on the run, not a
+    second mail."""
+    return f"{template}:{onboarding_id}"
 
 
 def missing_info_reminder(onboarding_id: int, cycle: int) -> str:
@@ -33,20 +32,13 @@ def kickoff_confirmation(onboarding_id: int, kickoff_at: dt.datetime) -> str:
 
 
 def kickoff_recap(onboarding_id: int) -> str:
-    return f"kickoff_recap:{onboarding_id}"
+    """The recap after the kickoff call: the key a stage listing kickoff_recap would use, so the
+    recap goes out once whichever rule sends it."""
+    return stage_message("kickoff_recap", onboarding_id)
 
 
 def setup_progress_update(onboarding_id: int, cycle: int) -> str:
     return f"setup_progress_update:{onboarding_id}:{cycle}"
-
-
-def handoff_packet(onboarding_id: int) -> str:
-    """One packet mail per client: a reworked packet is a new revision on the run, not a mail."""
-    return f"handoff_packet:{onboarding_id}"
-
-
-def ready_to_deliver(onboarding_id: int) -> str:
-    return f"ready_to_deliver:{onboarding_id}"
 
 
 def blocker_escalation(blocker_id: int, level: int) -> str:

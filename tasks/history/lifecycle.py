@@ -25,8 +25,8 @@ class Client(ClientRows):
         self.event("onboarding_created", self.closed, "va", client=self.name, stage=self.stage)
         welcome = pb.slas["welcome"]
         due = due_after(pb, self.closed, welcome.within or 4, welcome.unit)
-        self.message("welcome", keys.welcome(self.id), self.send_time(due, g.bad(self.closed), 0.4),
-                     due=due, sla="welcome")
+        self.message("welcome", keys.stage_message("welcome", self.id),
+                     self.send_time(due, g.bad(self.closed), 0.4), due=due, sla="welcome")
         left: dt.datetime | None = None
         for stage in (self.close_confirmation, self.intake_completion, self.kickoff_alignment,
                       self.setup_execution, self.ready_to_deliver):
@@ -34,8 +34,8 @@ class Client(ClientRows):
             if left is None or not self.advance(left):
                 return
         assert left is not None
-        self.message("ready_to_deliver", keys.ready_to_deliver(self.id), left, due=None, sla=None,
-                     lane="D")
+        self.message("ready_to_deliver", keys.stage_message("ready_to_deliver", self.id), left,
+                     due=None, sla=None, lane="D")
         milestone = self.later(left, self.g.rng.uniform(4, 12))
         self.first_milestone = milestone.date()
 
@@ -53,8 +53,8 @@ class Client(ClientRows):
         days = 1.5 + rng.expovariate(0.6) * (1 + bad)
         days += self.blockers("intake_completion", entered, days, bad)
         left = self.later(entered, days)
-        self.message("intake_request", keys.intake_request(self.id), entered, due=None, sla=None,
-                     lane="A")
+        self.message("intake_request", keys.stage_message("intake_request", self.id), entered,
+                     due=None, sla=None, lane="A")
         self.reminders(entered, left, bad)
         self.items("intake_completion", entered, left)
         return left
@@ -132,8 +132,8 @@ class Client(ClientRows):
                           default=check)
         self.items("ready_to_deliver", entered, left if late_keys else first_check,
                    late_keys=late_keys)
-        self.message("handoff_packet", keys.handoff_packet(self.id), self.later(entered, 0.05),
-                     due=None, sla=None, audience="team", lane="D",
+        self.message("handoff_packet", keys.stage_message("handoff_packet", self.id),
+                     self.later(entered, 0.05), due=None, sla=None, audience="team", lane="D",
                      recipients=str(pb.business.delivery_team.email))
         return left
 
@@ -218,7 +218,7 @@ class Client(ClientRows):
         if status == "active":
             next_action, next_due = records.next_action(
                 playbook, self.stage, {a["key"] for a in self.rows["artifacts"]},
-                self.stage_entered)
+                self.stage_entered, self.closed)
         milestone = self.first_milestone or (self.closed + dt.timedelta(days=35)).astimezone(
             playbook.calendar.tz).date()
         return {

@@ -21,11 +21,12 @@ from sqlalchemy.orm import Session
 
 from db.models import DELIVERED, Communication, Event, utcnow
 from db.playbook import Gate, Playbook, get_playbook
+from db.playbook.model import PACKET
 from db.session import session_factory, transaction
 from db.settings import get_settings
 from db.validation import HandoffError, parse_instant
 from tasks.comms import keys
-from tasks.comms.context import context
+from tasks.comms.cadences import entry_and_exit_messages
 from tasks.comms.snapshot import Client
 from tasks.comms.sweeps import queue_due
 from tasks.mail.delivery import deliver
@@ -46,6 +47,7 @@ class StageCheck(BaseModel):
     wait: int  # how many forms this stage has received; the next suspension's key number
     last_error: str | None
     description: str
+    packet: bool = False  # the stage sends the handoff packet on entry (playbook on_enter)
 
 
 def check_stage_exit(onboarding_id: int, stage: str) -> StageCheck:
@@ -72,7 +74,7 @@ def check_stage_exit(onboarding_id: int, stage: str) -> StageCheck:
     description = _describe(playbook.stage(stage).name, client, problems, last_error)
     return StageCheck(stage=stage, passed=passed, met=not passed and not problems,
                       problems=problems, wait=int(waits), last_error=last_error,
-                      description=description)
+                      description=description, packet=PACKET in playbook.stage(stage).on_enter)
 
 
 def _describe(stage_name: str, client: str, problems: list[str], error: str | None) -> str:
@@ -177,14 +179,14 @@ def _apply_form(session: Session, playbook: Playbook, onboarding_id: int, stage:
 def deliver_handoff_packet(onboarding_id: int) -> int:
     """Assemble the packet once, publish it on the run, mail the delivery team, mark delivered."""
     playbook, factory, now = get_playbook(), session_factory(), utcnow()
-    key = keys.handoff_packet(onboarding_id)
+    key = keys.stage_message(PACKET, onboarding_id)
     with factory.begin() as session:
         queued = session.scalars(select(Communication).where(
             Communication.idempotency_key == key)).first()
         if queued is None:
             packet, ctx = assemble_packet(session, playbook, onboarding_id, now)
             enqueue(session, playbook, Draft(
-                onboarding_id=onboarding_id, template="handoff_packet",
+                onboarding_id=onboarding_id, template=PACKET,
                 recipients=[str(playbook.business.delivery_team.email)], key=key,
                 context={"business": business_context(playbook), **ctx}), now=now)
             markdown, revision = packet.markdown, packet.revision
@@ -206,15 +208,14 @@ def deliver_handoff_packet(onboarding_id: int) -> int:
 @task(name="confirm ready to deliver", task_run_name="ready: #{onboarding_id}",
       cache_policy=NO_CACHE)
 def confirm_ready(onboarding_id: int) -> str:
-    """Tell the client they are ready for delivery (once), and finish."""
+    """Send the last stage's on_exit messages (the client's ready mail), once, and finish."""
     playbook, factory, now = get_playbook(), session_factory(), utcnow()
     with factory.begin() as session:
         ob = records.get_onboarding(session, onboarding_id)
         if ob.status != "ready":
             raise HandoffError(f"onboarding {onboarding_id} is not ready ({ob.stage})")
-        enqueue(session, playbook, Draft(
-            onboarding_id=onboarding_id, template="ready_to_deliver", recipients=ob.contacts,
-            key=keys.ready_to_deliver(onboarding_id),
-            context=context(playbook, Client(row=ob))), now=now)
+        client = Client(row=ob, artifacts=records.recorded_times(session, onboarding_id))
+        for draft in entry_and_exit_messages(playbook, client, ob.owner_email, now):
+            enqueue(session, playbook, draft, now=now)
     deliver(factory, playbook, get_settings(), now=now, onboarding_id=onboarding_id)
     return "ready"

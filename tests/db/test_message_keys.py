@@ -51,9 +51,10 @@ def test_history_and_sweeps_take_every_key_from_the_keys_module(
     assert not unbuilt, f"keys not built by tasks.comms.keys: {unbuilt[:5]}"
     used = {built[k] for k in stored}
     # The history writes what a client saw at every stage; the sweep adds what is due now.
-    assert {"welcome", "intake_request", "missing_info_reminder", "kickoff_confirmation",
-            "kickoff_recap", "setup_progress_update", "handoff_packet", "ready_to_deliver",
-            "blocker_escalation"} <= used, used
+    assert {"stage_message", "missing_info_reminder", "kickoff_confirmation",
+            "kickoff_recap", "setup_progress_update", "blocker_escalation"} <= used, used
+    staged = {k.split(":")[0] for k in stored if built[k] == "stage_message"}
+    assert {"welcome", "intake_request", "handoff_packet", "ready_to_deliver"} <= staged
 
 
 SAMPLE = {int: 1, str: "x", dt.datetime: dt.datetime(2026, 1, 5, 15, 0, tzinfo=dt.UTC)}
@@ -84,12 +85,33 @@ def test_no_module_builds_a_message_key_by_hand() -> None:
 FLOW_SIDE = ("tasks/comms/cadences.py", "tasks/comms/escalations.py", "tasks/onboarding/steps.py")
 
 
+STAGE_TEMPLATES = sorted({t for stage in yaml.safe_load(
+    (ROOT / "deployments" / "playbook.yaml").read_text())["stages"]
+    for t in stage.get("on_enter", []) + stage.get("on_exit", [])})
+
+
+def _templates(template: ast.expr, key: ast.Call) -> list[str]:
+    """The templates a message call may send: a literal; PACKET; an SLA's template (the cadences
+    send `sla.template`, the SLA named after its key builder); or, for a stage message sent from
+    the playbook's on_enter/on_exit list, every template the shipped playbook lists there."""
+    assert isinstance(key.func, ast.Attribute)
+    if isinstance(template, ast.Constant):
+        return [str(template.value)]
+    if isinstance(template, ast.Name) and template.id == "PACKET":
+        return ["handoff_packet"]
+    if isinstance(template, ast.Attribute) and template.attr == "template":
+        return [key.func.attr]
+    if key.func.attr == "stage_message":
+        return STAGE_TEMPLATES
+    return []
+
+
 def _builders_by_template(paths: list[Path]) -> dict[str, set[str]]:
     """template -> the keys.* builders whose keys its messages carry, read from the code.
 
-    A message is `self.message("welcome", keys.welcome(...))` in the history, and
-    `draft("welcome", keys.welcome(...))` or `Draft(template="welcome", key=...)` in the flow;
-    a key held in a local first (`key = keys.handoff_packet(...)`) is followed to its call."""
+    A message is `self.message("welcome", keys.stage_message("welcome", ...))` in the history,
+    and `draft(sla.template, keys.kickoff_recap(...))` or `Draft(template=name, key=...)` in the
+    flow; a key held in a local first (`key = keys.stage_message(...)`) is followed to its call."""
     found: dict[str, set[str]] = {}
     for path in paths:
         for function in ast.walk(ast.parse(path.read_text())):
@@ -112,11 +134,11 @@ def _builders_by_template(paths: list[Path]) -> dict[str, set[str]]:
                     continue
                 if isinstance(key, ast.Name):
                     key = local.get(key.id, key)
-                if not (isinstance(template, ast.Constant) and isinstance(key, ast.Call)
-                        and isinstance(key.func, ast.Attribute)
+                if not (isinstance(key, ast.Call) and isinstance(key.func, ast.Attribute)
                         and isinstance(key.func.value, ast.Name) and key.func.value.id == "keys"):
                     continue
-                found.setdefault(str(template.value), set()).add(key.func.attr)
+                for name in _templates(template, key):
+                    found.setdefault(name, set()).add(key.func.attr)
     return found
 
 

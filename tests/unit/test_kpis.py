@@ -198,7 +198,7 @@ def test_checklist_completion_counts_items_due_so_far(playbook: Playbook) -> Non
     recorded = [(1, k) for k in close_items + intake_items[:6]] + [(2, k) for k in close_items]
     artifacts = pd.DataFrame([{"onboarding_id": i, "key": k, "recorded_at": at(-1)}
                               for i, k in recorded])
-    slas = {i: (s.sla.within, s.sla.unit) for i, s in enumerate(playbook.stages)}
+    slas = {i: (s.sla.within, s.sla.unit, s.sla.from_) for i, s in enumerate(playbook.stages)}
     rate = checklist_completion_rate(frame, artifacts, moves, items, slas, CAL, *WEEK)
     # due: client 1 -> 3 close + 8 intake = 11, done 9; client 2 -> 3 close, done 3
     assert rate == pytest.approx(12 / 14)

@@ -35,6 +35,7 @@ from tasks.onboarding.records.stages import (
     next_action,
     open_blockers,
     recorded_keys,
+    recorded_times,
 )
 from tasks.onboarding.records.team import (
     close_action,
@@ -50,6 +51,6 @@ __all__ = [
     "create_onboarding", "exit_problems", "get_onboarding", "log_client_response", "log_event",
     "log_incident", "log_interruption", "log_sla_exception", "missing_items", "next_action",
     "open_action", "open_blocker", "open_blockers", "record_artifact", "record_audit",
-    "record_founder_decision", "record_qa", "recorded_keys", "resolve_blocker", "schedule_kickoff",
-    "set_owner_away",
+    "record_founder_decision", "record_qa", "recorded_keys", "recorded_times", "resolve_blocker",
+    "schedule_kickoff", "set_owner_away",
 ]

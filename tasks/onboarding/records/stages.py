@@ -18,7 +18,7 @@ from db.playbook import Playbook
 from db.validation import (
     GuardrailError,
 )
-from tasks.calendar.clock import due_after
+from tasks.calendar.clock import clock_start, due_after
 from tasks.onboarding.exits import (
     ExitFacts,
     exit_facts,
@@ -33,6 +33,13 @@ def recorded_keys(session: Session, onboarding_id: int) -> set[str]:
     """Artifact and checklist keys that exist for this onboarding."""
     rows = session.scalars(select(Artifact.key).where(Artifact.onboarding_id == onboarding_id))
     return set(rows)
+
+
+def recorded_times(session: Session, onboarding_id: int) -> dict[str, dt.datetime]:
+    """When each artifact and checklist item of this onboarding was recorded."""
+    return {key: at for key, at in session.execute(
+        select(Artifact.key, Artifact.recorded_at).where(
+            Artifact.onboarding_id == onboarding_id))}
 
 
 def missing_items(session: Session, playbook: Playbook, onboarding: Onboarding) -> list[str]:
@@ -102,13 +109,17 @@ def advance(session: Session, playbook: Playbook, onboarding_id: int, *, actor: 
 
 
 def next_action(playbook: Playbook, stage_key: str, have: set[str], entered: dt.datetime,
-                entered_with: Collection[str] | None = None) -> tuple[str, dt.datetime]:
-    """An active client's one next action and its due date, from what the stage still needs."""
+                closed: dt.datetime, entered_with: Collection[str] | None = None
+                ) -> tuple[str, dt.datetime]:
+    """An active client's one next action and its due date, from what the stage still needs;
+    the due counts from the stage SLA's `from` (the stage's entry or the close)."""
     stage = playbook.stage(stage_key)
+    start = clock_start(stage.sla.from_, closed_at=closed, stage=stage_key, entered_at=entered,
+                        artifacts={}) or entered
     pending = [i for i in held_items(playbook, stage.key, entered_with) if i.key not in have]
     action = (f"{pending[0].label} ({len(pending)} open in {stage.name})" if pending
               else f"Confirm exit checks for {stage.name}")
-    return action, due_after(playbook, entered, stage.sla.within, stage.sla.unit)
+    return action, due_after(playbook, start, stage.sla.within, stage.sla.unit)
 
 
 def refresh_next_action(session: Session, playbook: Playbook, onboarding: Onboarding) -> None:
@@ -118,7 +129,7 @@ def refresh_next_action(session: Session, playbook: Playbook, onboarding: Onboar
         return
     onboarding.next_action, onboarding.next_action_due = next_action(
         playbook, onboarding.stage, recorded_keys(session, onboarding.id),
-        onboarding.stage_entered_at, onboarding.stage_items)
+        onboarding.stage_entered_at, onboarding.closed_at, onboarding.stage_items)
     blockers = open_blockers(session, onboarding.id)
     onboarding.blocker_tag = blockers[0].type if blockers else None
 

@@ -50,7 +50,7 @@ def stage_due(calendar: BusinessCalendar, entered: pd.Series, within: float,
 
 def checklist_completion_rate(onboardings: pd.DataFrame, artifacts: pd.DataFrame,
                               transitions: pd.DataFrame, items: pd.DataFrame,
-                              stage_slas: dict[int, tuple[float, TimeUnit]],
+                              stage_slas: dict[int, tuple[float, TimeUnit, str]],
                               calendar: BusinessCalendar, start: pd.Timestamp,
                               end: pd.Timestamp) -> float:
     """Recorded share of the items that should exist by the end of the period.
@@ -65,10 +65,14 @@ def checklist_completion_rate(onboardings: pd.DataFrame, artifacts: pd.DataFrame
         return math.nan
     where = stage_at(clients, transitions, end)
     overdue = pd.Series(False, index=where.index)
-    for index, (within, unit) in stage_slas.items():
+    closed = clients.set_index("id")["closed_at"]
+    for index, (within, unit, start) in stage_slas.items():
         here = where[where["stage_index"] == index]
         if len(here):
-            overdue.loc[here.index] = stage_due(calendar, here["entered"], within, unit) < end
+            # The stage SLA's `from`: the stage's entry, or the close (playbook stages[].sla.from)
+            began = here["entered"] if start == "stage_entered" else here.index.map(closed)
+            overdue.loc[here.index] = stage_due(calendar, pd.Series(began, index=here.index),
+                                                within, unit) < end
     # Items of stages strictly before this one are due; the current stage's once overdue.
     due_through = where["stage_index"] - 1 + overdue.astype("int64")
     per_stage = items.groupby("stage_index").size().reindex(range(len(STAGE_ORDER)),

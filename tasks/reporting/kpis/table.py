@@ -78,7 +78,7 @@ class Context:
     items: pd.DataFrame
     stays: pd.DataFrame
     cadence_days: float
-    stage_slas: dict[int, tuple[float, TimeUnit]]
+    stage_slas: dict[int, tuple[float, TimeUnit, str]]
 
     @cached_property
     def handed(self) -> Timeline:
@@ -158,7 +158,9 @@ def prepare(frames: Frames, playbook: Playbook, calendar: BusinessCalendar) -> C
     stays = stage_stays(onboardings, frames.transitions, calendar)
     cadence = playbook.slas["setup_progress_update"].every if (
         "setup_progress_update" in playbook.slas) else None
-    slas = {i: (stage.sla.within, stage.sla.unit) for i, stage in enumerate(playbook.stages)}
+    slas: dict[int, tuple[float, TimeUnit, str]] = {
+        i: (stage.sla.within, stage.sla.unit, stage.sla.from_)
+        for i, stage in enumerate(playbook.stages)}
     return Context(frames=frames, calendar=calendar, items=item_frame(playbook), stays=stays,
                    cadence_days=float(cadence or 3), stage_slas=slas)
 
