@@ -137,13 +137,13 @@ class Playbook(PlaybookModel):
                     if name not in known:
                         raise ValueError(f"{where}: unknown template {name!r} "
                                          "(templates/catalog.yaml lists the templates)")
+                    if name == PACKET and when != "on_enter":
+                        raise ValueError(f"{where}: {PACKET} is sent on entering a stage, "
+                                         "before its handoff_packet_delivered item can exist")
                     if name in sent_by:
                         raise ValueError(f"{where}: template {name!r} is already sent by "
                                          f"{sent_by[name]}; a stage message goes out once")
                     sent_by[name] = where
-                    if name == PACKET and when != "on_enter":
-                        raise ValueError(f"{where}: {PACKET} is sent on entering a stage, "
-                                         "before its handoff_packet_delivered item can exist")
                     lacking = sorted(known[name].needs - STAGE_MESSAGE_FIELDS)
                     if lacking:
                         raise ValueError(f"{where}: template {name!r} needs "
