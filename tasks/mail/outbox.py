@@ -199,4 +199,5 @@ def business_context(playbook: Playbook) -> dict[str, str]:
     """The business fields every template may use."""
     business = playbook.business
     return {"name": business.name, "sender": business.sender.name,
-            "founder": business.founder.name, "founder_email": str(business.founder.email)}
+            "founder": business.founder.name, "founder_email": str(business.founder.email),
+            "delivery_team": business.delivery_team.name}

@@ -253,6 +253,12 @@ def _write_answers(session: Session, onboarding_id: int, cleaned: dict[str, Answ
     return changed
 
 
+def recorded_on_submit(questionnaire: Questionnaire) -> list[str]:
+    """The artifacts a submitted questionnaire records (its own and its sections' `records`)."""
+    keys = list(questionnaire.records) + [k for s in questionnaire.sections for k in s.records]
+    return list(dict.fromkeys(keys))
+
+
 def _submit(session: Session, playbook: Playbook, questionnaire: Questionnaire,
             onboarding_id: int, now: dt.datetime, result: SaveResult) -> None:
     saved = answers(session, onboarding_id)
@@ -268,12 +274,12 @@ def _submit(session: Session, playbook: Playbook, questionnaire: Questionnaire,
         result.already_submitted = True  # another tab submitted a moment ago
         return
     note = "submitted by the client through the portal"
-    keys = list(questionnaire.records) + [k for s in questionnaire.sections for k in s.records]
-    for key in dict.fromkeys(keys):
+    keys = recorded_on_submit(questionnaire)
+    for key in keys:
         records.record_artifact(session, playbook, onboarding_id, key, by=CLIENT_ACTOR, at=now,
                                 note=note)
     records.log_event(session, "intake_submitted", actor=CLIENT_ACTOR,
-                      onboarding_id=onboarding_id, at=now, recorded=list(dict.fromkeys(keys)))
+                      onboarding_id=onboarding_id, at=now, recorded=keys)
     result.submitted = True
 
 
