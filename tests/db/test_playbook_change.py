@@ -152,33 +152,35 @@ def test_apply_now_holds_clients_already_in_the_stage(
             (["signed_sow"], "2026.11.1")]
 
 
-def _queue_progress_update(session: Session, playbook: Playbook, onboarding_id: int) -> None:
+def _queue_welcome(session: Session, playbook: Playbook, onboarding_id: int) -> None:
     with session.begin():
         ob = records.get_onboarding(session, onboarding_id)
         enqueue(session, playbook, Draft(
-            onboarding_id=onboarding_id, template="setup_progress_update",
-            recipients=ob.contacts, key=f"test-progress-{onboarding_id}",
+            onboarding_id=onboarding_id, template="welcome",
+            recipients=ob.contacts, key=f"test-welcome-{onboarding_id}",
             context=context(playbook, Client(row=ob))), now=CLOSED)
 
 
 def test_check_counts_the_clients_an_edit_concerns(
         session: Session, playbook: Playbook, tmp_path: Path) -> None:
     # Two clients in kickoff (one already has the new item), one in intake, one in setup with
-    # a progress update still queued, one ready: not in flight.
+    # a welcome still queued, one ready: not in flight.
     candidate_edits = (
-        add_item("kickoff_alignment", SOW), drop_item("kickoff_alignment", "kickoff_call_held"),
+        add_item("kickoff_alignment", SOW),
+        drop_item("kickoff_alignment", "communication_cadence_set"),
         lambda raw: stage(raw, "intake_completion")["sla"].update(within=4),
-        lambda raw: raw["slas"].pop("setup_progress_update"))
+        lambda raw: stage(raw, "close_confirmation").update(on_enter=[]),
+        lambda raw: raw["slas"].pop("welcome"))
     candidate = load_playbook(edited(tmp_path, *candidate_edits))
     kickoff = [new_onboarding(session, playbook) for _ in range(2)]
     intake, setup, ready = (new_onboarding(session, playbook) for _ in range(3))
     for client in kickoff:
         walk_to(session, playbook, client, "kickoff_alignment")
     add_items(session, candidate, kickoff[0], ["signed_sow"])
-    add_items(session, playbook, kickoff[0], ["kickoff_call_held"])
+    add_items(session, playbook, kickoff[0], ["communication_cadence_set"])
     walk_to(session, playbook, intake, "intake_completion")
     walk_to(session, playbook, setup, "setup_execution")
-    _queue_progress_update(session, playbook, setup)
+    _queue_welcome(session, playbook, setup)
     walk_to(session, playbook, ready, "ready_to_deliver")
     add_items(session, playbook, ready, stage_items(playbook, "ready_to_deliver"))
     with session.begin():
@@ -192,15 +194,15 @@ def test_check_counts_the_clients_an_edit_concerns(
                                  "content_changed": True, "not_bumped": True}
     assert [(i["change"], i["key"], i["in_stage_missing"], i["earlier_missing"])
             for i in change["items"]] == [("added", "signed_sow", 1, 1),
-                                          ("removed", "kickoff_call_held", 1, 1)]
-    assert change["templates_removed"] == [{"template": "setup_progress_update", "unsent": 1}]
+                                          ("removed", "communication_cadence_set", 1, 1)]
+    assert change["templates_removed"] == [{"template": "welcome", "unsent": 1}]
     # intake entered Mon 23 Nov 10:00 New York: 5 business days end Tue 1 Dec (Thanksgiving is
     # a holiday), 4 end Mon 30 Nov: one day earlier.
     assert [(s["stage"], s["clients"], s["moved"], s["earliest_shift_hours"],
              s["latest_shift_hours"]) for s in change["stage_slas"]] == [
         ("intake_completion", 1, 1, -24.0, -24.0)]
     assert [(m["sla"], m["to"], m["unsent"]) for m in change["message_slas"]] == [
-        ("setup_progress_update", None, 1)]
+        ("welcome", None, 1)]
     assert change["calendar"] is None
 
     before = snapshot(session)
