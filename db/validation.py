@@ -9,7 +9,8 @@ import datetime as dt
 import re
 import unicodedata
 from collections.abc import Iterable
-from zoneinfo import ZoneInfo
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -152,6 +153,28 @@ def parse_date(value: str | dt.date | None, field: str) -> dt.date | None:
     if not (1990 <= parsed.year <= 2200):
         raise HandoffError(f"{field} {_show(str(value))} is out of range (years 1990–2200)")
     return parsed
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def parse_timezone(value: str | None, field: str) -> str | None:
+    """An IANA timezone name (e.g. Australia/Sydney), or None when not given."""
+    if value is None or not value.strip():
+        return None
+    name = value.strip()
+    try:
+        # ZoneInfo also opens a path-like key that is no zone ("../x", a directory): only names
+        # in the zone database are zones.
+        if name not in _zone_names():
+            raise ZoneInfoNotFoundError(name)
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise HandoffError(f"{field} {_show(name)} is not an IANA timezone; expected a name "
+                           "like Australia/Sydney or Europe/Berlin") from None
+    return name
 
 
 def parse_id(value: str | int, field: str) -> int:

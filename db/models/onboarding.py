@@ -52,6 +52,9 @@ class Onboarding(Base):
     # with `handoff playbook apply --apply-now`. None: a record from before they were kept.
     stage_items: Mapped[list[str] | None] = mapped_column(JSON)
     stage_playbook_version: Mapped[str | None] = mapped_column(String(40))
+    # The client's IANA timezone: their mail waits for their working hours too. None: the
+    # business's timezone (playbook calendar.timezone).
+    client_tz: Mapped[str | None] = mapped_column(String(64))
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     row_version: Mapped[int] = mapped_column(Integer, default=1)

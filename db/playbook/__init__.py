@@ -7,7 +7,7 @@ Callers import from here.
 
 from db.playbook.load import SAFE_LOADER, get_playbook, load_playbook
 from db.playbook.model import STAGE_ORDER, Playbook, PlaybookError
-from db.playbook.parts import WEEKDAYS, Calendar, Deals, Gate, TimeUnit
+from db.playbook.parts import WEEKDAYS, CadenceEnd, Calendar, Deals, Gate, TimeUnit
 
-__all__ = ["SAFE_LOADER", "STAGE_ORDER", "WEEKDAYS", "Calendar", "Deals", "Gate", "Playbook",
-           "PlaybookError", "TimeUnit", "get_playbook", "load_playbook"]
+__all__ = ["SAFE_LOADER", "STAGE_ORDER", "WEEKDAYS", "CadenceEnd", "Calendar", "Deals", "Gate",
+           "Playbook", "PlaybookError", "TimeUnit", "get_playbook", "load_playbook"]

@@ -54,6 +54,14 @@ class Hours(PlaybookModel):
         return self
 
 
+class ClientHours(Hours):
+    """When a client with a known timezone may be mailed: these hours on these weekdays in the
+    client's own zone (no holidays: the client's country is not known)."""
+
+    workdays: Annotated[list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]],
+                        Field(min_length=1)] = ["mon", "tue", "wed", "thu", "fri"]
+
+
 class HolidaySource(PlaybookModel):
     country: str | None = None
     subdivision: str | None = None
@@ -65,6 +73,7 @@ class Calendar(PlaybookModel):
     hours: Hours
     holidays: HolidaySource = HolidaySource()
     closed_dates: list[dt.date] = []
+    client_hours: ClientHours = ClientHours(start=dt.time(9), end=dt.time(17))
 
     @model_validator(mode="after")
     def _known_zone(self) -> Calendar:
@@ -129,6 +138,14 @@ class Stage(PlaybookModel):
     gates: list[Gate] = []
 
 
+class CadenceEnd(StrEnum):
+    """What a reminder cadence does from the reminder that arms the no-response escalation."""
+
+    PAUSE = "pause"  # no more reminders until the client answers
+    SLOW = "slow"  # reminders go on, twice as far apart
+    STOP = "stop"  # that reminder is the stage's last; a person takes over
+
+
 class Sla(PlaybookModel):
     template: Key
     lane: str
@@ -142,6 +159,8 @@ class Sla(PlaybookModel):
     from_: str | None = Field(None, alias="from")
     until: str | None = None
     while_: str | None = Field(None, alias="while")
+    max_cycles: int | None = Field(None, ge=1)  # reminders at most, per stage
+    at_escalation: CadenceEnd | None = None  # None: reminders go on at the same pace
 
     @model_validator(mode="after")
     def _one_rhythm(self) -> Sla:
@@ -154,6 +173,10 @@ class Sla(PlaybookModel):
         if self.from_ is not None and self.within is None:
             raise ValueError(f"'from: {self.from_}' needs 'within' (a rhythm counts from the "
                              "previous message)")
+        if self.every_min is None and (self.max_cycles or self.at_escalation):
+            raise ValueError("max_cycles and at_escalation end a reminder cadence "
+                             "('every_min'/'every_max'); an 'every' update runs while its "
+                             "stage lasts")
         return self
 
 

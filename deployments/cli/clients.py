@@ -31,6 +31,9 @@ def onboard(
                                               "deal_terms_confirmed).")] = None,
     scope: Annotated[str | None, typer.Option(help="Scope and timeline (records "
                                               "scope_and_timeline_captured).")] = None,
+    client_tz: Annotated[str | None, typer.Option(
+        "--client-tz", help="The client's IANA timezone (e.g. Australia/Sydney): their mail "
+        "waits for their working hours too. Default: the business's.")] = None,
     no_flow: Annotated[bool, typer.Option("--no-flow", help="Only record; don't start the "
                                           "client's flow run.")] = False,
     by: ByOpt = "va",
@@ -43,7 +46,7 @@ def onboard(
         closed_at=records.check_close(get_playbook(), happened(closed_at, "--closed-at")),
         kickoff_by=parse_date(kickoff_by, "--kickoff-by"),
         first_milestone=parse_date(first_milestone, "--first-milestone"),
-        terms=terms, scope=scope,
+        terms=terms, scope=scope, client_tz=client_tz,
     )
     with transaction() as (session, playbook):
         onboarding = records.create_onboarding(session, playbook, new, actor=by)

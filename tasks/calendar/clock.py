@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from db.playbook import WEEKDAYS, Calendar, Playbook, TimeUnit, get_playbook
+from db.playbook.parts import ClientHours
 from db.validation import parse_instant
 from tasks.calendar.business_time import BusinessCalendar
 
@@ -85,9 +86,62 @@ def business_minutes_late(playbook: Playbook, due: dt.datetime, done: dt.datetim
     return int(late.total_seconds() // 60)
 
 
-def next_send_window(playbook: Playbook, at: dt.datetime) -> dt.datetime:
-    """The first instant at or after `at` when client messages may go out."""
-    return calendar_for(playbook).next_open(at)
+def next_send_window(playbook: Playbook, at: dt.datetime,
+                     client_tz: str | None = None) -> dt.datetime:
+    """The first instant at or after `at` when a client message may go out: the business's
+    hours, and also the client's own (calendar.client_hours in `client_tz`) when their timezone
+    is known; the client's hours alone when the two never overlap in the week from `at`."""
+    business = calendar_for(playbook)
+    if client_tz is None:
+        return business.next_open(at)
+    client = _client_calendar(playbook.calendar.client_hours.model_dump_json(), client_tz)
+    week = _first_open_in_both(_weekly_hours(playbook.calendar.model_dump_json()), client, at,
+                               at + _A_WEEK)
+    if week is None:
+        return client.next_open(at)  # the hours never overlap: the client's hours win
+    return _first_open_in_both(business, client, at, at + _SEARCH) or client.next_open(at)
+
+
+def in_send_window(playbook: Playbook, at: dt.datetime, client_tz: str | None = None) -> bool:
+    """True if a client message may go out at `at` (see next_send_window)."""
+    return next_send_window(playbook, at, client_tz) == at
+
+
+_A_WEEK = dt.timedelta(days=8)  # a week, whatever instant of a day it starts at
+_SEARCH = dt.timedelta(days=400)  # both calendars closed this long: a closure, not a pattern
+
+
+def _first_open_in_both(a: BusinessCalendar, b: BusinessCalendar, at: dt.datetime,
+                        until: dt.datetime) -> dt.datetime | None:
+    """The first instant in [at, until) when both calendars are open, if any."""
+    t = at.astimezone(dt.UTC)
+    while t < until:
+        t = a.next_open(t)
+        if b.is_open(t):
+            return t
+        t = b.next_open(t)  # later than t: b was closed at t
+        if a.is_open(t):
+            return t
+    return None
+
+
+@lru_cache(maxsize=64)
+def _client_calendar(hours_json: str, client_tz: str) -> BusinessCalendar:
+    """The client's working hours in their own zone (no holidays: their country is unknown)."""
+    hours = ClientHours.model_validate_json(hours_json)
+    return BusinessCalendar(timezone=client_tz,
+                            workdays=frozenset(WEEKDAYS[d] for d in hours.workdays),
+                            day_start=hours.start, day_end=hours.end)
+
+
+@lru_cache(maxsize=8)
+def _weekly_hours(calendar_json: str) -> BusinessCalendar:
+    """The business's weekly hours without holidays or closed dates: whether the two calendars
+    overlap is a property of the weeks, not of a closure that happens to fall in one."""
+    calendar = Calendar.model_validate_json(calendar_json)
+    return BusinessCalendar(timezone=calendar.timezone,
+                            workdays=frozenset(WEEKDAYS[d] for d in calendar.workdays),
+                            day_start=calendar.hours.start, day_end=calendar.hours.end)
 
 
 def parse_as_of(value: str | None, field: str = "as_of") -> dt.datetime:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from db.playbook import STAGE_ORDER, Playbook, TimeUnit
+from db.playbook import STAGE_ORDER, CadenceEnd, Playbook, TimeUnit
 from db.playbook.catalog import template_needs
 from db.playbook.model import PACKET
 from db.playbook.parts import Sla
@@ -56,7 +57,7 @@ def _client_messages(playbook: Playbook, snapshot: Snapshot, client: Client,
                      due_at=due, sla_key=sla, cycle=cycle)
 
     if slas["intake_reminder"].until in (None, ob.stage):
-        out.extend(_reminders(playbook, client, as_of, draft))
+        out.extend(_reminders(playbook, client, as_of, draft, owner))
 
     kickoff_held = client.artifacts.get("kickoff_call_held")
     if ob.kickoff_at is not None and kickoff_held is None:
@@ -179,10 +180,10 @@ def client_missing(playbook: Playbook, client: Client) -> list[str]:
 
 
 def _reminders(playbook: Playbook, client: Client, as_of: dt.datetime,
-               draft: DraftMaker) -> list[Draft]:
+               draft: DraftMaker, owner: str) -> list[Draft]:
     """The missing-info reminder cadence (slas.intake_reminder): it starts after the stage's
-    on_enter messages went out (or at its entry if it sends none) and stops once the client has
-    sent everything."""
+    on_enter messages went out (or at its entry if it sends none), stops once the client has
+    sent everything, and ends by the playbook's end rule (max_cycles, at_escalation)."""
     ob, sla = client.row, playbook.slas["intake_reminder"]
     if not client_missing(playbook, client):
         return []  # the client has sent everything: the cadence stops
@@ -193,13 +194,96 @@ def _reminders(playbook: Playbook, client: Client, as_of: dt.datetime,
     chain = [m for n in opening for m in client.sent(n)] + reminders
     if any(m.sent_at is None for m in chain):
         return []  # the previous message has not gone out yet
+    last = max([ob.stage_entered_at, *[m.sent_at for m in chain if m.sent_at]])
+    pace = reminder_pace(playbook, client)
+    if pace.ended:
+        return _reminders_ended(playbook, client, owner, last, pace, as_of)
+    if pace.paused:
+        return []  # the no-response escalation hands the client to a person until they answer
     if client.last_response is not None and as_of < reply_pause_end(playbook,
                                                                     client.last_response):
         return []  # the client just answered: the team reads it before anyone reminds them
-    last = max([ob.stage_entered_at, *[m.sent_at for m in chain if m.sent_at]])
-    if as_of < last + dt.timedelta(hours=sla.every_min or 24):
+    if as_of < _after(playbook, last, pace.every_min):
         return []
     cycle = len(reminders) + 1
-    due = last + dt.timedelta(hours=sla.every_max or 48)
+    due = _after(playbook, last, pace.every_max)
     return [draft(sla.template, keys.missing_info_reminder(ob.id, cycle), due,
-                  "intake_reminder", cycle=cycle, missing=client_missing(playbook, client))]
+                  "intake_reminder", cycle=cycle, missing=client_missing(playbook, client),
+                  final=pace.next_is_last)]
+
+
+# -- how a reminder cadence ends ------------------------------------------------------------------
+
+SLOWDOWN = 2  # `at_escalation: slow`: reminders this many times further apart
+
+
+@dataclass(frozen=True)
+class ReminderPace:
+    """Where a client's reminder cadence stands: its spacing now, and whether it has ended."""
+
+    every_min: float
+    every_max: float
+    ended: bool  # no reminder will follow in this stage
+    paused: bool  # none until the client answers (`at_escalation: pause`)
+    next_is_last: bool  # the next reminder is the last one (the client is told so)
+
+
+def _after(playbook: Playbook, start: dt.datetime, amount: float) -> dt.datetime:
+    return due_after(playbook, start, amount, playbook.slas["intake_reminder"].unit)
+
+
+def unanswered_reminders(playbook: Playbook, client: Client) -> list[dt.datetime]:
+    """When each reminder sent since the client last answered went out, oldest first."""
+    template = playbook.slas["intake_reminder"].template
+    return sorted(m.sent_at for m in client.sent(template) if m.sent_at and (
+        client.last_response is None or m.sent_at > client.last_response))
+
+
+def no_response_crossing(playbook: Playbook, client: Client) -> dt.datetime | None:
+    """When the no-response escalation crosses: the Nth unanswered reminder's longest spacing
+    after it (N: escalations.no_response_after_reminder_cycles); None before that reminder."""
+    n = playbook.escalations.no_response_after_reminder_cycles
+    unanswered = unanswered_reminders(playbook, client)
+    if len(unanswered) < n:
+        return None
+    return _after(playbook, unanswered[n - 1], playbook.slas["intake_reminder"].every_max or 48)
+
+
+def reminder_pace(playbook: Playbook, client: Client) -> ReminderPace:
+    """The cadence's end rule (slas.intake_reminder max_cycles and at_escalation) applied to
+    what was sent: the Nth unanswered reminder arms the no-response escalation; from it on the
+    cadence pauses until the client answers, slows, or stops for the stage."""
+    sla = playbook.slas["intake_reminder"]
+    every_min, every_max = sla.every_min or 24, sla.every_max or 48
+    n = playbook.escalations.no_response_after_reminder_cycles
+    sent = len(client.sent(sla.template))
+    unanswered = len(unanswered_reminders(playbook, client))
+    cap = sla.max_cycles
+    if sla.at_escalation is CadenceEnd.STOP:
+        cap = min(cap or n, n)
+    armed = unanswered >= n
+    if armed and sla.at_escalation is CadenceEnd.SLOW:
+        every_min, every_max = every_min * SLOWDOWN, every_max * SLOWDOWN
+    arms_next = unanswered + 1 == n and sla.at_escalation is CadenceEnd.PAUSE
+    return ReminderPace(
+        every_min=every_min, every_max=every_max,
+        ended=cap is not None and sent >= cap,
+        paused=armed and sla.at_escalation is CadenceEnd.PAUSE,
+        next_is_last=(cap is not None and sent + 1 >= cap) or arms_next)
+
+
+def _reminders_ended(playbook: Playbook, client: Client, owner: str, last: dt.datetime,
+                     pace: ReminderPace, as_of: dt.datetime) -> list[Draft]:
+    """The owner's notice that the reminders ended with items still missing: once the last
+    reminder's longest spacing has passed, a person takes the client over."""
+    ob = client.row
+    handover = _after(playbook, last, pace.every_max)
+    if as_of < handover:
+        return []
+    return [Draft(onboarding_id=ob.id, template="reminders_ended", recipients=[owner],
+                  key=keys.reminders_ended(ob.id, ob.stage), due_at=handover,
+                  context=context(playbook, client, owner_email=owner,
+                                  missing=client_missing(playbook, client),
+                                  reminders=len(client.sent(
+                                      playbook.slas["intake_reminder"].template)),
+                                  last_sent=local_time(playbook, last)))]

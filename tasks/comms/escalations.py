@@ -11,7 +11,12 @@ from db.models import (
 from db.playbook import Playbook, TimeUnit
 from tasks.calendar.clock import due_after, kickoff_window_end
 from tasks.comms import keys
-from tasks.comms.cadences import client_missing, message_due
+from tasks.comms.cadences import (
+    client_missing,
+    message_due,
+    no_response_crossing,
+    unanswered_reminders,
+)
 from tasks.comms.context import context, local_time
 from tasks.comms.snapshot import Client, Snapshot
 from tasks.mail.outbox import Draft
@@ -98,19 +103,15 @@ def _thresholds(playbook: Playbook, client: Client, as_of: dt.datetime) -> list[
 
 def _no_response(playbook: Playbook, client: Client, as_of: dt.datetime) -> list[Crossing]:
     """N reminder cycles sent since the client last answered, with intake items still missing."""
-    ob, n = client.row, playbook.escalations.no_response_after_reminder_cycles
+    ob = client.row
     cadence = playbook.slas["intake_reminder"]
-    reminders = [m for m in client.sent(cadence.template) if m.sent_at and (
-        client.last_response is None or m.sent_at > client.last_response)]
-    if not (cadence.until in (None, ob.stage) and len(reminders) >= n
+    trigger = no_response_crossing(playbook, client)
+    if not (cadence.until in (None, ob.stage) and trigger is not None and as_of >= trigger
             and client_missing(playbook, client)):
         return []
-    nth = sorted(m.sent_at for m in reminders if m.sent_at)[n - 1]
-    trigger = nth + dt.timedelta(hours=cadence.every_max or 48)
-    if as_of < trigger:
-        return []
-    return [("no_response", trigger, f"{ob.client_name} has not answered {len(reminders)} "
-                                     f"reminders about the intake items.")]
+    return [("no_response", trigger, f"{ob.client_name} has not answered "
+                                     f"{len(unanswered_reminders(playbook, client))} reminders "
+                                     "about the intake items.")]
 
 
 def _blocker_thresholds(playbook: Playbook, client: Client,

@@ -22,6 +22,11 @@ def missing_info_reminder(onboarding_id: int, cycle: int) -> str:
     return f"missing_info_reminder:{onboarding_id}:{cycle}"
 
 
+def reminders_ended(onboarding_id: int, stage: str) -> str:
+    """The owner's notice that a stage's reminder cadence ended with items still missing."""
+    return f"reminders_ended:{onboarding_id}:{stage}"
+
+
 def kickoff_stamp(kickoff_at: dt.datetime) -> str:
     """The kickoff's start as it appears in keys and the invite's UID (a new time, a new key)."""
     return kickoff_at.strftime("%Y%m%dT%H%M")

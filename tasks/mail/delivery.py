@@ -6,7 +6,7 @@ row in `sending`; the next delivery marks such rows `uncertain` and tells the ow
 sending them a second time. So does a message the server took with no reply after it.
 
 What each SMTP outcome does to a row (the transport decides the outcome, `tasks.mail.smtp`):
-sent -> sent; transient -> queued again after a backoff (client mail: inside business hours),
+sent -> sent; transient -> queued again after a backoff (client mail: inside its send window),
 failed after MAX_ATTEMPTS; permanent -> failed, owner told; uncertain -> uncertain, owner told,
 never re-sent; held (the server refuses us: login, sender, TLS) -> queued again with its attempt
 given back, and the transport alarm raised (`tasks.mail.alarm`), which does not go by mail.
@@ -30,7 +30,7 @@ from tasks.comms.alerts import OnDemand, is_alert, post_transport_alarm, send_al
 from tasks.mail.alarm import TransportAlarm, announce, clear_alarm, raise_alarm
 from tasks.mail.inbox.address import reply_address
 from tasks.mail.message import Attachment, OutgoingMessage
-from tasks.mail.outbox import notify_delivery_problem
+from tasks.mail.outbox import client_zones, notify_delivery_problem
 from tasks.mail.outcomes import SendOutcome
 from tasks.mail.smtp import SmtpConfig, SmtpTransport
 from tasks.mail.transport import FileTransport, Transport
@@ -87,6 +87,7 @@ class DeliveryReport:
     uncertain: int = 0
     held: int = 0
     suppressed: int = 0
+    deferred: int = 0  # client mail whose send window closed before a pass reached it
 
 
 def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settings, *,
@@ -97,6 +98,7 @@ def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settin
     with factory.begin() as session:
         report.uncertain = _mark_orphans(session, playbook, now)
         report.suppressed = _suppress_demo(session, playbook, now, onboarding_id)
+        report.deferred = _defer_closed(session, playbook, now, onboarding_id)
         claimed = _claim(session, now, onboarding_id, limit)
     if not claimed:
         return report
@@ -163,6 +165,28 @@ def _suppress_demo(session: Session, playbook: Playbook, now: dt.datetime,
     return len(rows)
 
 
+def _defer_closed(session: Session, playbook: Playbook, now: dt.datetime,
+                  onboarding_id: int | None) -> int:
+    """Client mail is handed over only inside its send window: a due row whose window has
+    closed (a pass that ran late, a retry at the close) waits for the next one."""
+    rows = session.execute(
+        select(Communication.id, Onboarding.client_tz)
+        .join(Onboarding, Onboarding.id == Communication.onboarding_id, isouter=True)
+        .where(_due(now, onboarding_id), Communication.audience == "client")).all()
+    by_zone: dict[str | None, list[int]] = {}
+    for row_id, zone in rows:
+        by_zone.setdefault(zone, []).append(row_id)
+    deferred = 0
+    for zone, ids in by_zone.items():
+        opens = next_send_window(playbook, now, zone)
+        if opens > now:
+            session.execute(update(Communication).where(Communication.id.in_(ids))
+                            .values(next_attempt_at=opens)
+                            .execution_options(synchronize_session=False))
+            deferred += len(ids)
+    return deferred
+
+
 def _claim(session: Session, now: dt.datetime, onboarding_id: int | None,
            limit: int) -> list[Communication]:
     """Move due rows from queued to sending; only rows this transaction moved are ours."""
@@ -216,8 +240,10 @@ def _record(session: Session, playbook: Playbook, row_id: int, outcome: SendOutc
     if outcome is SendOutcome.TRANSIENT and row.attempts < MAX_ATTEMPTS:
         wait = BACKOFF_MINUTES[min(row.attempts - 1, len(BACKOFF_MINUTES) - 1)]
         retry_at = now + dt.timedelta(minutes=wait)
-        if row.audience == "client":
-            retry_at = next_send_window(playbook, retry_at)  # clients: business hours only
+        if row.audience == "client":  # clients: inside their send window only
+            retry_at = next_send_window(playbook, retry_at,
+                                        client_zones(session, [row.onboarding_id]).get(
+                                            row.onboarding_id or 0))
         row.status, row.next_attempt_at = "queued", retry_at
         report.retried += 1
         log_event(session, "message_retry", actor="handoff", onboarding_id=row.onboarding_id,

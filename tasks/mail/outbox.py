@@ -66,9 +66,8 @@ def enqueue(session: Session, playbook: Playbook, draft: Draft, *,
     draft = with_portal_links(session, playbook, [draft])[0]
     spec = catalog()[draft.template]
     rendered = render_message(draft.template, draft.context)
-    send_from = now if draft.due_at is None else min(now, draft.due_at)
-    if spec.audience == "client":
-        send_from = next_send_window(playbook, max(send_from, now))  # clients: business hours
+    send_from = _send_from(playbook, draft, spec.audience, now,
+                           client_zones(session, [draft.onboarding_id]))
     row = _row(draft, rendered, spec.audience, spec.lane, created=now, send_from=send_from)
     try:
         with session.begin_nested():
@@ -94,12 +93,12 @@ def enqueue_many(session: Session, playbook: Playbook, drafts: list[Draft], *,
     drafts = [*drafts, *alert_drafts(playbook, drafts)]  # team notices also go to chat
     specs = catalog()
     drafts = with_portal_links(session, playbook, drafts)
+    zones = client_zones(session, [d.onboarding_id for d in drafts
+                                   if specs[d.template].audience == "client"])
     values = []
     for draft in drafts:
         spec = specs[draft.template]
-        send_from = now if draft.due_at is None else min(now, draft.due_at)
-        if spec.audience == "client":
-            send_from = next_send_window(playbook, max(send_from, now))
+        send_from = _send_from(playbook, draft, spec.audience, now, zones)
         values.append(_values(draft, render_message(draft.template, draft.context),
                               spec.audience, spec.lane, created=now, send_from=send_from))
     try:
@@ -117,6 +116,25 @@ def enqueue_many(session: Session, playbook: Playbook, drafts: list[Draft], *,
          "kind": "message_queued", "detail": {"template": d.template, "key": d.key},
          "reason": None} for d in drafts])
     return [d.key for d in drafts if not is_alert(d.recipients)]
+
+
+def client_zones(session: Session, onboarding_ids: list[int | None]) -> dict[int, str | None]:
+    """Each onboarding's client timezone (None: the business's), in one query."""
+    ids = sorted({i for i in onboarding_ids if i is not None})
+    if not ids:
+        return {}
+    return {i: tz for i, tz in session.execute(
+        select(Onboarding.id, Onboarding.client_tz).where(Onboarding.id.in_(ids)))}
+
+
+def _send_from(playbook: Playbook, draft: Draft, audience: str, now: dt.datetime,
+               zones: dict[int, str | None]) -> dt.datetime:
+    """When a message may first go out: team notices at once; client mail in the next window
+    both the business's and the client's calendars allow (tasks.calendar.clock)."""
+    if audience != "client":
+        return now if draft.due_at is None else min(now, draft.due_at)
+    zone = zones.get(draft.onboarding_id) if draft.onboarding_id is not None else None
+    return next_send_window(playbook, now, zone)
 
 
 def with_portal_links(session: Session, playbook: Playbook, drafts: list[Draft]) -> list[Draft]:

@@ -14,7 +14,7 @@ from db.validation import HandoffError, parse_date, parse_instant
 from tasks.onboarding.records import NewOnboarding
 
 REQUIRED = ["client", "segment", "offer", "owner", "backup", "contact", "closed_at"]
-OPTIONAL = ["kickoff_by", "first_milestone", "terms", "scope"]
+OPTIONAL = ["kickoff_by", "first_milestone", "terms", "scope", "client_tz"]
 MAX_ROWS = 10_000
 MAX_BYTES = 20 * 2**20
 # Control characters other than tab, CR and LF (which end lines).
@@ -51,6 +51,7 @@ def read_deals(path: Path, tz: ZoneInfo) -> list[NewOnboarding]:
                 kickoff_by=parse_date(row.get("kickoff_by"), "kickoff_by"),
                 first_milestone=parse_date(row.get("first_milestone"), "first_milestone"),
                 terms=row.get("terms"), scope=row.get("scope"),
+                client_tz=row.get("client_tz"),
             ))
         except HandoffError as exc:
             raise HandoffError(f"{path.name} line {number}: {exc}") from None

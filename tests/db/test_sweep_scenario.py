@@ -22,10 +22,11 @@ America/New_York, EDT = UTC-4 throughout, Labor Day closed) and written as a lit
 * intake request: queued with the welcome (the VA moved the client to intake at 16:50), same
   fate, sent Tue 13:00.
 * intake reminders, every 24-48 clock hours after the previous message, only in business hours:
-  Wed 09-09 13:00 (due Thu 13:00), Thu 09-10 13:00 (due Fri 13:00), Fri 09-11 13:00 (due Sat
-  13:00); the fourth is eligible on Saturday, queued by the first Monday sweep (08:00) for 09:00,
-  due Sun 09-13 13:00 -> 0 business minutes late; the fifth Tue 09-15 09:00 (due Wed 09:00). The
-  VA records the intake at Tue 10:00, so there is no sixth.
+  Wed 09-09 13:00 (due Thu 13:00), Thu 09-10 13:00 (due Fri 13:00). The second is the
+  playbook's no_response_after_reminder_cycles (2) unanswered, so from it the cadence slows
+  (`at_escalation: slow`: 48-96 h): the third is eligible Sat 09-12 13:00, queued by the first
+  Monday sweep (08:00) for 09:00, due Mon 09-14 13:00 -> 0 business minutes late; the fourth
+  would be eligible Wed 09:00, but the VA records the intake at Tue 10:00.
 * critical internal_dependency_delay blocker opened Tue 09-08 10:30. Its own path: owner after
   4 business hours (Tue 14:30 -> sweep 15:15), backup after 1 business day (Wed 10:30 -> 11:15),
   founder after 2 (Thu 10:30 -> 11:15). The "critical dependency over 48 clock hours" threshold
@@ -190,15 +191,13 @@ EXPECTED_ARRIVALS = [
     (ny(9, 10, 13), "Reminder 2: 3 items still needed for Harbor & Finch <Dental>", CONTACT),
     (ny(9, 11, 11, 15), "[level 2 of 3] Critical dependency unresolved over 48 hours: "
                         "Harbor & Finch <Dental>", BACKUP),
-    (ny(9, 11, 13), "Reminder 3: 3 items still needed for Harbor & Finch <Dental>", CONTACT),
-    (ny(9, 14, 9), "Reminder 4: 3 items still needed for Harbor & Finch <Dental>", CONTACT),
+    (ny(9, 14, 9), "Reminder 3: 3 items still needed for Harbor & Finch <Dental>", CONTACT),
     (ny(9, 14, 9, 15), "[level 1 of 3] No response after 2 reminder cycles: "
                        "Harbor & Finch <Dental>", BACKUP),
     (ny(9, 14, 11, 15), "[level 3 of 3] Critical dependency unresolved over 48 hours: "
                         "Harbor & Finch <Dental>", FOUNDER),
     (ny(9, 14, 17, 15), "[level 2 of 3] No response after 2 reminder cycles: "
                         "Harbor & Finch <Dental>", BACKUP),
-    (ny(9, 15, 9), "Reminder 5: 3 items still needed for Harbor & Finch <Dental>", CONTACT),
     (ny(9, 15, 12), "Kickoff confirmed: Fri 18 Sep 2026, 14:00 EDT", CONTACT),
     (ny(9, 18, 15), "Kickoff recap and what happens next for Harbor & Finch <Dental>", CONTACT),
 ]
@@ -215,12 +214,10 @@ EXPECTED_ROWS = [
     ("threshold_escalation", 0, OWNER, ny(9, 10, 10, 30), ny(9, 10, 11, 15), 45, 1),
     ("missing_info_reminder", 2, CONTACT, ny(9, 11, 13), ny(9, 10, 13), 0, 1),
     ("threshold_escalation", 0, BACKUP, ny(9, 11, 10, 30), ny(9, 11, 11, 15), 45, 1),
-    ("missing_info_reminder", 3, CONTACT, ny(9, 12, 13), ny(9, 11, 13), 0, 1),
-    ("missing_info_reminder", 4, CONTACT, ny(9, 13, 13), ny(9, 14, 9), 0, 1),
+    ("missing_info_reminder", 3, CONTACT, ny(9, 14, 13), ny(9, 14, 9), 0, 1),
     ("threshold_escalation", 0, BACKUP, ny(9, 14, 9), ny(9, 14, 9, 15), 15, 1),
     ("threshold_escalation", 0, FOUNDER, ny(9, 14, 10, 30), ny(9, 14, 11, 15), 45, 1),
     ("threshold_escalation", 0, BACKUP, ny(9, 14, 17), ny(9, 14, 17, 15), 0, 1),
-    ("missing_info_reminder", 5, CONTACT, ny(9, 16, 9), ny(9, 15, 9), 0, 1),
     ("kickoff_confirmation", 0, CONTACT, ny(9, 17, 10), ny(9, 15, 12), 0, 1),
     ("kickoff_recap", 0, CONTACT, ny(9, 19, 14, 50), ny(9, 18, 15), 0, 1),
 ]
@@ -246,16 +243,16 @@ def test_a_fortnight_of_sweeps(db_url: str, smtp: LoopbackSmtp, playbook: Playbo
     # The SLA keys say which promise each client message kept.
     assert [(r.template, r.sla_key) for r in rows if r.audience == "client"] == [
         ("welcome", "welcome"), ("intake_request", None),
-        *[("missing_info_reminder", "intake_reminder")] * 5,
+        *[("missing_info_reminder", "intake_reminder")] * 3,
         ("kickoff_confirmation", "kickoff_scheduled"), ("kickoff_recap", "kickoff_recap")]
     reminders = [r for r in rows if r.template == "missing_info_reminder"]
     assert {r.sla_key for r in reminders} == {"intake_reminder"}
 
     # While the owner was away the client was told the backup owns the next step.
     by_cycle = {r.cycle: r for r in reminders}
-    assert f"Your owner:  {OWNER}\n" in by_cycle[3].body_text
-    assert f"Your owner:  {BACKUP}\n" in by_cycle[4].body_text
-    assert OWNER not in by_cycle[4].body_text and BACKUP not in by_cycle[3].body_text
+    assert f"Your owner:  {OWNER}\n" in by_cycle[2].body_text
+    assert f"Your owner:  {BACKUP}\n" in by_cycle[3].body_text
+    assert OWNER not in by_cycle[3].body_text and BACKUP not in by_cycle[2].body_text
 
     # Retries were recorded on the way: four transient failures, then the send.
     retries = [e for e in events if e.kind == "message_retry"]
@@ -277,7 +274,7 @@ def test_a_fortnight_of_sweeps(db_url: str, smtp: LoopbackSmtp, playbook: Playbo
 
     # One SMTP connection per sweep that had mail, however many messages it carried.
     sweeps_with_mail = {at for at, _s, _r in fortnight.arrivals}
-    assert smtp.count_connections == len(sweeps_with_mail) == 15
+    assert smtp.count_connections == len(sweeps_with_mail) == 13
 
 
 def test_an_owner_away_until_friday_is_covered_until_friday_midnight_local(

@@ -93,6 +93,8 @@ MIGRATIONS: list[Migration] = [
                                           "onboardings.stage_playbook_version": unset}),
     Migration("risk_register", new_columns={f"risks.{c}": unset for c in (
         "lane", "opened_by", "next_review_at", "reviewed_at", "close_note")}),
+    # An old onboarding has no client timezone: its mail follows the business's hours, as before.
+    Migration("client_timezone", new_columns={"onboardings.client_tz": unset}),
 ]
 
 

@@ -213,7 +213,8 @@ def _context(playbook: Playbook, name: str) -> dict[str, Any]:
                      next_action="Send the intake", next_action_due=ny(11, 30, 10),
                      first_milestone=dt.date(2026, 12, 18))
     extras: dict[str, Any] = {
-        "cycle": 2, "kickoff": {"local": "Tue 01 Dec 2026, 15:00 EST", "minutes": 45},
+        "cycle": 2, "final": False, "reminders": 4, "last_sent": "Mon 09 Mar 2026, 09:00 EDT",
+        "kickoff": {"local": "Tue 01 Dec 2026, 15:00 EST", "minutes": 45},
         "packet": {"revision": 1, "sections": [{"title": "Scope", "rows": [("In", "All")]}]},
         "blocker": {"id": 1, "label": "Missing access", "note": None, "critical": False,
                     "path": "owner", "founder_boundary": None, "founder_boundary_key": ""},
@@ -225,7 +226,7 @@ def _context(playbook: Playbook, name: str) -> dict[str, Any]:
     return context(playbook, Client(row=row), **extras)
 
 
-RENDERABLE = sorted(MESSAGES)
+RENDERABLE = sorted(MESSAGES | {"reminders_ended"})
 
 
 @pytest.mark.parametrize("name", RENDERABLE)

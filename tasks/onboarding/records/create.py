@@ -17,6 +17,7 @@ from db.validation import (
     clean_emails,
     clean_name,
     clean_text,
+    parse_timezone,
 )
 from tasks.onboarding.records.core import log_event
 from tasks.onboarding.records.facts import record_artifact
@@ -39,12 +40,13 @@ class NewOnboarding:
     first_milestone: dt.date | None = None
     terms: str | None = None  # deal terms as confirmed at close (records deal_terms_confirmed)
     scope: str | None = None  # scope and timeline (records scope_and_timeline_captured)
+    client_tz: str | None = None  # the client's IANA timezone; None: the business's
 
     @classmethod
     def parse(cls, *, client: str, segment: str, offer: str, owner: str, backup: str,
               contacts: str | list[str], closed_at: dt.datetime, kickoff_by: dt.date | None,
               first_milestone: dt.date | None, terms: str | None = None,
-              scope: str | None = None) -> NewOnboarding:
+              scope: str | None = None, client_tz: str | None = None) -> NewOnboarding:
         """Check every field; the first bad one raises HandoffError naming it."""
         owner_email = clean_email(owner, "owner")
         backup_email = clean_email(backup, "backup")
@@ -67,6 +69,7 @@ class NewOnboarding:
             first_milestone=first_milestone,
             terms=clean_text(terms, "--terms"),
             scope=clean_text(scope, "--scope"),
+            client_tz=parse_timezone(client_tz, "client-tz"),
         )
 
 
@@ -86,6 +89,7 @@ def create_onboarding(session: Session, playbook: Playbook, new: NewOnboarding, 
         kickoff_by=new.kickoff_by,
         first_milestone=new.first_milestone,
         playbook_version=playbook.version,
+        client_tz=new.client_tz,
     )
     required = enter_stage(playbook, onboarding, first.key, new.closed_at)
     session.add(onboarding)
