@@ -197,7 +197,8 @@ def _reminders(playbook: Playbook, client: Client, as_of: dt.datetime,
     last = max([ob.stage_entered_at, *[m.sent_at for m in chain if m.sent_at]])
     pace = reminder_pace(playbook, client)
     if pace.ended:
-        return _reminders_ended(playbook, client, owner, last, pace, as_of)
+        return _reminders_ended(playbook, client, owner, last, pace, as_of) if pace.used_up \
+            else []  # stopped at the escalation: its ladder hands the client to a person
     if pace.paused:
         return []  # the no-response escalation hands the client to a person until they answer
     if client.last_response is not None and as_of < reply_pause_end(playbook,
@@ -224,6 +225,7 @@ class ReminderPace:
     every_min: float
     every_max: float
     ended: bool  # no reminder will follow in this stage
+    used_up: bool  # ended by max_cycles: the owner is told (else the escalation tells them)
     paused: bool  # none until the client answers (`at_escalation: pause`)
     next_is_last: bool  # the next reminder is the last one (the client is told so)
 
@@ -268,6 +270,7 @@ def reminder_pace(playbook: Playbook, client: Client) -> ReminderPace:
     return ReminderPace(
         every_min=every_min, every_max=every_max,
         ended=cap is not None and sent >= cap,
+        used_up=sla.max_cycles is not None and sent >= sla.max_cycles,
         paused=armed and sla.at_escalation is CadenceEnd.PAUSE,
         next_is_last=(cap is not None and sent + 1 >= cap) or arms_next)
 
