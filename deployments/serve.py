@@ -49,9 +49,12 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
             name="client-onboarding", tags=tags,
             description="One client's onboarding; started by `handoff onboard`."),
         reminder_sweep.to_deployment(
-            name="reminder-sweep", tags=tags, schedule=Cron("0 8-18 * * 1-5", timezone=tz),
+            # Every hour, every day: a client in another timezone is mailed in their own
+            # working hours, which may be the business's night or weekend.
+            name="reminder-sweep", tags=tags, schedule=Cron("0 * * * *", timezone=tz),
             concurrency_limit=1,
-            description="Reminder cadences, hourly through the business day."),
+            description="Reminder cadences and client mail, hourly, day and night (clients "
+                        "abroad are mailed in their own working hours)."),
         escalation_sweep.to_deployment(
             name="escalation-sweep", tags=tags, schedule=Cron("15 8-18 * * 1-5", timezone=tz),
             concurrency_limit=1,

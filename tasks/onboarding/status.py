@@ -105,6 +105,7 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
         "open_blockers": [{"id": b.id, "type": b.type, "critical": b.critical,
                            "opened_at": b.opened_at.isoformat()} for b in blockers],
         "clocks": clocks, "flow_run_id": ob.flow_run_id, "demo": ob.demo,
+        "client_tz": ob.client_tz,
         "portal": _portal_link(session, playbook, ob),
         "open_risks": [{"id": r["id"], "category": r["category"], "label": r["label"],
                         "owner": r["owner"], "next_review_at": r["next_review_at"].isoformat()}
@@ -119,6 +120,8 @@ def describe(session: Session, playbook: Playbook, onboarding_id: int,
         + (" — DEMO client: its mail is recorded as suppressed, never sent" if ob.demo else ""),
         f"stage:   {stage.name} since {local(ob.stage_entered_at)}",
         f"owner:   {ob.owner_email} (backup {ob.backup_email})",
+        *([f"client:  in {ob.client_tz}: their mail waits for their working hours too"]
+          if ob.client_tz else []),
         f"next:    {ob.next_action or '-'} — due {local(ob.next_action_due)}",
         f"kickoff: {local(ob.kickoff_at)} (committed by {card['kickoff_by'] or '-'})",
     ]

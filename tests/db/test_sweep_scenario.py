@@ -6,8 +6,8 @@ answers. The mail server is down on Tuesday morning. A critical internal depende
 work from Tuesday to the following Monday. The owner is away the second week. The founder finally
 gets the intake on the phone on Tuesday 2026-09-15, the kickoff is held on Friday 2026-09-18.
 
-Sweeps run exactly when the deployments run them (deployments/serve.py): the reminder sweep at
-:00 and the escalation sweep at :15, 08:00-18:00 Monday to Friday, New York time. The cron does
+Sweeps run when the deployments run them in business hours (deployments/serve.py): the reminder
+sweep at :00 and the escalation sweep at :15, 08:00-18:00 Monday to Friday, New York time. The cron does
 not know about holidays, so both run on Labor Day too. Every sweep runs twice at the same
 `as_of`; the second run must queue and send nothing.
 
@@ -75,7 +75,9 @@ def ny(month: int, day: int, hour: int, minute: int = 0) -> dt.datetime:
 
 
 def cron_instants(first: dt.date, last: dt.date) -> list[tuple[dt.datetime, str]]:
-    """deployments/serve.py's schedules: reminders '0 8-18 * * 1-5', escalations '15 8-18'."""
+    """deployments/serve.py's schedules through the business day: reminders at :00 (they also
+    run at night and at weekends, for clients in other timezones; a client in the business's
+    own timezone gets nothing then), escalations at :15, 08:00-18:00 Mon-Fri."""
     out = []
     day = first
     while day <= last:
