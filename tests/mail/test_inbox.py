@@ -214,11 +214,12 @@ def test_replies_auto_replies_bounces_and_strangers(world: World) -> None:
     flags = w.server.flags(w.account)
     assert len(flags) == 7 and not any("\\Seen" in f for f in flags.values())
 
-    # Thursday 11:00: Acme is inside its pause, everyone else gets reminder 3.
+    # Thursday 11:00: Acme is inside its pause; Birch and Delta left two reminders unanswered,
+    # so their cadence has slowed (the shipped `at_escalation: slow`): reminder 3 on Friday.
     w.sweep(ny(10, 11))
     assert len(w.sent("acme", "missing_info_reminder")) == 2
     assert {c: len(w.sent(c, "missing_info_reminder")) for c in ("birch", "delta")} == {
-        "birch": 3, "delta": 3}
+        "birch": 2, "delta": 2}
     w.sweep(ny(10, 15, 30))  # the pause is over: the cadence goes on
     assert len(w.sent("acme", "missing_info_reminder")) == 3
     # Friday 11:15, when "no response after 2 reminder cycles" fires: not for Acme.
@@ -364,8 +365,9 @@ def test_implicit_tls_and_the_signed_reply_to(lite: World,
     report = w.inbox(ny(9, 15))
     assert [(h.outcome, h.onboarding_id, h.matched_by) for h in report.handled] == [
         ("reply", w.ids["birch"], "reply_to"), ("ignored", None, None)]
-    # Client mail sent from now on carries the signed Reply-To.
-    w.sweep(ny(10, 11))
+    # Client mail sent from now on carries the signed Reply-To (Acme's reminder 3 on Friday:
+    # two unanswered reminders slowed its cadence to 48 hours).
+    w.sweep(ny(11, 11))
     eml = sorted(get_settings().outbox_dir.glob(f"missing_info_reminder_{w.ids['acme']}_3*.eml"))
     assert eml, sorted(p.name for p in get_settings().outbox_dir.iterdir())
     text = eml[-1].read_text()
