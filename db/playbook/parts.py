@@ -246,6 +246,7 @@ class DealFields(PlaybookModel):
     scope: str = "handoff_scope"
     kickoff_by: str = "handoff_kickoff_by"
     first_milestone: str = "handoff_first_milestone"
+    client_tz: str = "handoff_client_tz"  # the client's IANA timezone (e.g. Australia/Sydney)
 
 
 class Deals(PlaybookModel):

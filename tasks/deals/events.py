@@ -128,7 +128,7 @@ def stripe_wins(payload: Any, deals: Deals) -> list[WonDeal]:
 
 
 GENERIC_FIELDS = ("segment", "offer", "terms", "scope", "kickoff_by", "first_milestone",
-                  "owner", "backup")
+                  "owner", "backup", "client_tz")
 
 
 def generic_wins(payload: Any, deals: Deals) -> list[WonDeal]:

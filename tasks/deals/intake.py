@@ -64,7 +64,8 @@ def to_new_onboarding(deal: WonDeal, playbook: Playbook) -> NewOnboarding:
             kickoff_by=parse_date(fields.get("kickoff_by"), "kickoff_by"),
             first_milestone=parse_date(fields.get("first_milestone"), "first_milestone"),
             terms=fields.get("terms") if trusted else None,
-            scope=fields.get("scope") if trusted else None)
+            scope=fields.get("scope") if trusted else None,
+            client_tz=fields.get("client_tz"))
     except HandoffError as exc:
         raise HandoffError(f"{deal.source} deal {deal.external_id}: {exc}") from None
 

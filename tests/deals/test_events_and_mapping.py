@@ -142,6 +142,28 @@ def test_mapping_refuses_with_the_clis_line(playbook: Playbook) -> None:
                                   contacts=("a@b.example",)), playbook)
 
 
+def test_a_deal_carries_the_clients_timezone(playbook: Playbook) -> None:
+    """The generic shape's `client_tz`, or the CRM property / Stripe metadata key that
+    deals.fields.client_tz names; a bad zone refuses the deal, naming it."""
+    (deal,) = READERS["generic"]({"status": "won", "deal_id": "crm-2", "client": "Koala Co",
+                                  "contacts": ["ops@koala.example"],
+                                  "client_tz": "Australia/Sydney"}, playbook.deals)
+    assert to_new_onboarding(deal, playbook).client_tz == "Australia/Sydney"
+    paid = load("stripe_checkout_session_completed.json")
+    paid["data"]["object"]["metadata"] = {"handoff_client_tz": "Australia/Sydney",  # type: ignore[index]
+                                          "tz": "Europe/Berlin"}
+    (shipped,) = READERS["stripe"](paid, playbook.deals)
+    assert to_new_onboarding(shipped, playbook).client_tz == "Australia/Sydney"
+    renamed = playbook.deals.model_copy(update={
+        "fields": playbook.deals.fields.model_copy(update={"client_tz": "tz"})})
+    (berlin,) = READERS["stripe"](paid, renamed)
+    assert to_new_onboarding(berlin, playbook).client_tz == "Europe/Berlin"
+    with pytest.raises(HandoffError, match="^generic deal crm-2: client-tz 'Sydney' is not an "
+                                           "IANA timezone"):
+        to_new_onboarding(WonDeal(**{**deal.__dict__, "fields": {"client_tz": "Sydney"}}),
+                          playbook)
+
+
 def test_new_platform_hubspot_events_are_read_for_deals_only(playbook: Playbook) -> None:
     event = {"subscriptionType": "object.propertyChange", "objectTypeId": "0-3",
              "propertyName": "dealstage", "propertyValue": "closedwon", "objectId": 2001}
