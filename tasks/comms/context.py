@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from db.playbook import Playbook
 from tasks.comms.snapshot import Client
@@ -17,11 +18,13 @@ def person(email: str) -> dict[str, str]:
     return {"name": local.title(), "email": email}
 
 
-def local_time(playbook: Playbook, at: dt.datetime | None) -> str:
-    """A time as a client reads it, in the business's timezone."""
+def local_time(playbook: Playbook, at: dt.datetime | None, zone: str | None = None) -> str:
+    """A time as a person reads it: in `zone` (a client's own timezone) when given, else in the
+    business's."""
     if at is None:
         return "to be agreed"
-    return at.astimezone(playbook.calendar.tz).strftime("%a %d %b %Y, %H:%M %Z")
+    tz = ZoneInfo(zone) if zone else playbook.calendar.tz
+    return at.astimezone(tz).strftime("%a %d %b %Y, %H:%M %Z")
 
 
 def context(playbook: Playbook, client: Client, *, owner_email: str | None = None,
@@ -39,7 +42,8 @@ def context(playbook: Playbook, client: Client, *, owner_email: str | None = Non
                    "backup": ob.backup_email},
         "owner": person(owner_email or ob.owner_email),
         "next_action": ob.next_action or f"Complete {stage.name}",
-        "due": local_time(playbook, due or ob.next_action_due),
+        # Only client messages show `due`: in the client's own timezone when it is known.
+        "due": local_time(playbook, due or ob.next_action_due, ob.client_tz),
         "missing": missing,
         "done_items": done,
         "first_milestone": ob.first_milestone.isoformat() if ob.first_milestone else "to be agreed",

@@ -52,6 +52,11 @@ def client_page(session: Session, playbook: Playbook, ob: Onboarding,
         missing = intake.missing_required(questionnaire, saved, uploaded)
         progress = {"answered": len(required) - len(missing), "required": len(required),
                     "started": bool(saved or uploaded)}
+
+    def when(at: dt.datetime | None) -> str | None:
+        """A time as the client reads it: in their own timezone when it is known."""
+        return local_time(playbook, at, ob.client_tz) if at else None
+
     return {
         "client": {"name": ob.client_name, "offer": ob.offer},
         "finished": finished,
@@ -59,17 +64,16 @@ def client_page(session: Session, playbook: Playbook, ob: Onboarding,
         "stages": stages,
         "current": stages[current] if not finished else None,
         "awaited": awaited,
-        "due": local_time(playbook, ob.next_action_due) if ob.next_action_due else None,
+        "due": when(ob.next_action_due),
         "next": ({"title": (words[following.key].title if following.key in words
                             else following.name)} if following else None),
-        "kickoff": local_time(playbook, ob.kickoff_at) if ob.kickoff_at else None,
+        "kickoff": when(ob.kickoff_at),
         "first_milestone": ob.first_milestone.isoformat() if ob.first_milestone else None,
         "owner": person(owner),
         "questionnaire": {"title": questionnaire.title if questionnaire else None,
-                          "submitted_at": (local_time(playbook, submitted.submitted_at)
-                                           if submitted else None),
+                          "submitted_at": when(submitted.submitted_at) if submitted else None,
                           "progress": progress},
         "files": [{"id": f.id, "name": f.original_name, "size": f.size,
-                   "at": local_time(playbook, f.uploaded_at)}
+                   "at": when(f.uploaded_at)}
                   for f in intake.files(session, ob.id)],
     }

@@ -396,3 +396,18 @@ def test_the_shipped_cadence_by_hand(tmp_path: Path) -> None:
     ]
     assert notice is not None
     assert notice.astimezone(NY) == dt.datetime(2026, 3, 13, 9, tzinfo=NY)  # + 96 h
+
+
+def test_a_client_reads_times_on_their_own_clock(month: Month) -> None:
+    """The client reads the kickoff and the next step's timing in their own timezone."""
+    def first(name: str, template: str) -> Communication:
+        return next(r for r in month.rows[name] if r.template == template)
+
+    assert first("busy_here", "kickoff_confirmation").subject == (
+        "Kickoff confirmed: Fri 06 Mar 2026, 10:00 EST")
+    assert first("busy_sydney", "kickoff_confirmation").subject == (
+        "Kickoff confirmed: Sat 07 Mar 2026, 02:00 AEDT")
+    # The welcome's timing is the intake stage's due: 5 business days from Monday 09:30 in New
+    # York, across the change to summer time.
+    assert "Timing:      Mon 09 Mar 2026, 09:30 EDT\n" in first("here", "welcome").body_text
+    assert "Timing:      Tue 10 Mar 2026, 00:30 AEDT\n" in first("sydney", "welcome").body_text
