@@ -206,7 +206,7 @@ def _claim(session: Session, now: dt.datetime, onboarding_id: int | None,
     )
     rows = list(session.scalars(select(Communication).where(
         Communication.id.in_(ids), Communication.claimed_by == token,
-        Communication.status == "sending")))
+        Communication.status == "sending").order_by(Communication.id)))  # queued order
     for row in rows:
         session.expunge(row)
     return rows
