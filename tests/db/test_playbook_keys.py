@@ -621,6 +621,14 @@ ELSEWHERE = {
         "trigger.statuses", "trigger.unit")},
     "risks.*.label": "tests/db/test_risk_views.py::"
                      "test_the_packet_and_status_list_open_risks_by_label",
+    # How a reminder cadence ends, and the client's own clock.
+    "slas.*.max_cycles": "tests/db/test_cadence_month.py::test_the_end_rules_differ",
+    "slas.*.at_escalation": "tests/db/test_cadence_month.py::test_the_end_rules_differ",
+    **{f"calendar.client_hours.{key}": "tests/unit/test_client_clock.py::"
+                                       "test_client_hours_keys_move_the_window"
+       for key in ("start", "end", "workdays")},
+    "deals.fields.client_tz": "tests/deals/test_events_and_mapping.py::"
+                              "test_a_deal_carries_the_clients_timezone",
 }
 
 
