@@ -1,6 +1,7 @@
 """A burst of client starts on the embedded default: N onboardings started at once (as a
 reconcile after an outage, an import or a webhook storm does) against a Prefect server set up as
-`make run` sets it up, and the handoff runner. While the burst drains, a probe lists flow runs
+`make run` sets it up, and the handoff runner (with its warm CLI process; on PostgreSQL, two
+workers and a warm CLI process of the VA's own). While the burst drains, a probe lists flow runs
 the way the UI does and a VA records facts through the CLI; afterwards the server log is searched
 for "database is locked" and every run's state history for time spent Late.
 
@@ -215,6 +216,11 @@ def bench_burst(clients: int, database: str, max_minutes: float | None = None
                 raise RuntimeError(f"workers setup failed: {setup.stderr[-2000:]}")
             runners.extend(start_worker(POOL, name=f"burst-{n}", limit=4, env=env,
                                         log=home / f"worker-{n}.log") for n in (1, 2))
+            # The VA's machine runs the warm CLI process itself (no `make run` there).
+            env["HANDOFF_WARM_CLI_SOCKET"] = f"burst-{os.getpid()}"
+            runners.append(subprocess.Popen([PY, "-m", "deployments.warm"], cwd=ROOT, env=env,
+                                            stdout=(home / "warm.log").open("wb"),
+                                            stderr=subprocess.STDOUT))
         from tests.flow.conftest import wait_for_deployment
 
         wait_for_deployment(api, "client-onboarding/client-onboarding", timeout=180)
