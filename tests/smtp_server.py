@@ -11,6 +11,7 @@ Usage::
     server.drop_after_dot = 1                           # take the next message, close, no reply
     server.greeting_reply = "554 go away"               # refuse at the greeting
     server.offer_smtputf8 = False                       # do not advertise SMTPUTF8
+    server.offer_pipelining = False                     # do not advertise PIPELINING (RFC 2920)
     server.greeting_delay = 3.0                         # slow 220 greeting
     server.data_delay = 3.0                             # slow reply to the end of DATA
     server.stop(); server.start()                       # refuse connections, then listen again
@@ -73,6 +74,16 @@ class _Handler:
     def __init__(self, owner: LoopbackSmtp) -> None:
         """Remember the owner."""
         self.owner = owner
+
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd hook name
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str]
+    ) -> list[str]:
+        """Advertise PIPELINING, as most providers do, unless told not to."""
+        session.host_name = hostname
+        if self.owner.offer_pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_MAIL(  # noqa: N802 - aiosmtpd hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -172,6 +183,12 @@ class _LoopbackSMTP(SMTP):
         self.enable_SMTPUTF8 = self._owner.offer_smtputf8
         await super().smtp_EHLO(hostname)
 
+    async def smtp_NOOP(self, arg: str) -> None:  # noqa: N802 - aiosmtpd hook name
+        """Count NOOPs (a round-trip a pipelining client need not spend)."""
+        with self._owner._lock:
+            self._owner.noops += 1
+        await super().smtp_NOOP(arg)
+
     async def smtp_RSET(self, arg: str) -> None:  # noqa: N802 - aiosmtpd hook name
         """Count RSETs (a client must send one after a refused transaction)."""
         with self._owner._lock:
@@ -215,8 +232,10 @@ class LoopbackSmtp:
         self.auth_failure_message: str | None = None
         self.greeting_reply: str | None = None
         self.offer_smtputf8 = True
+        self.offer_pipelining = True
         self.drop_after_dot = 0
         self.rsets = 0
+        self.noops = 0
         self.count_connections = 0
         self.auth_attempts = 0
         self._messages: list[ReceivedMessage] = []
@@ -347,11 +366,13 @@ class LoopbackSmtp:
             self.count_connections = 0
             self.auth_attempts = 0
             self.rsets = 0
+            self.noops = 0
         self.greeting_delay = self.data_delay = 0.0
         self.refuse_recipients = {}
         self.auth_failure_message = None
         self.greeting_reply = None
         self.offer_smtputf8 = True
+        self.offer_pipelining = True
         self.drop_after_dot = 0
 
     # -- inspection --------------------------------------------------------------------------

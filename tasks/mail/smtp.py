@@ -39,6 +39,7 @@ from typing import Any
 
 import yagmail
 
+from tasks.mail import envelope
 from tasks.mail.message import OutgoingMessage, ascii_domain, build_mime, smtp_data
 from tasks.mail.outcomes import (
     SendOutcome,
@@ -107,8 +108,9 @@ class SmtpConfig:
 class SmtpTransport(Transport):
     """SMTP transport: one yagmail connection (one login) per batch, reopened at most once.
 
-    Each message is one SMTP transaction driven step by step, so every outcome is decided by
-    what is known: a refusal at MAIL, RCPT or DATA is followed by RSET before the next
+    Each message is one SMTP transaction whose every reply is read (MAIL, RCPT and DATA in one
+    round-trip where the server offers PIPELINING: `tasks.mail.envelope`), so every outcome is
+    decided by what is known: a refusal at MAIL, RCPT or DATA is followed by RSET before the next
     transaction; a connection lost before the final dot is TRANSIENT (the server discards an
     unfinished message); no reply after the final dot is UNCERTAIN (the server may have taken
     it) and is never re-sent. Opening costs at most ``connect_timeout`` per step and happens at
@@ -249,8 +251,8 @@ class SmtpTransport(Transport):
         smtp = getattr(self._yag, "smtp", None)
         if smtp is None or getattr(smtp, "sock", None) is None:
             return False
-        if not self._used:
-            return True
+        if not self._used or smtp.has_extn("pipelining"):
+            return True  # a pipelined transaction finds a closed connection at its first reply
         try:
             code, _ = smtp.noop()
         except (smtplib.SMTPException, OSError):
@@ -280,11 +282,23 @@ class SmtpTransport(Transport):
         except (ValueError, TypeError) as exc:
             return SendResult(msg.key, SendOutcome.PERMANENT, message_id, self._error(exc))
         self._ensure_connection()
+        result = self._attempt(msg.key, message_id, mime, recipients)
+        if result is None:
+            # A reused connection was found closed before anything was handed over: once more
+            # on a new one (the reopen budget applies), as the NOOP of a stepwise server does.
+            self._drop()
+            self._ensure_connection()
+            result = self._attempt(msg.key, message_id, mime, recipients)
+        assert result is not None  # a new connection is never found stale
+        return result
+
+    def _attempt(self, key: str, message_id: str, mime: EmailMessage,
+                 recipients: list[str]) -> SendResult | None:
         if self._fatal is not None:
             outcome, error, fault = self._fatal
-            return SendResult(msg.key, outcome, message_id, error, fault)
-        self._used = True
-        return self._transact(msg.key, message_id, mime, recipients)
+            return SendResult(key, outcome, message_id, error, fault)
+        reused, self._used = self._used, True
+        return self._transact(key, message_id, mime, recipients, reused)
 
     def _refused(self, key: str, message_id: str, step: str, code: int,
                  reply: bytes | str) -> SendResult:
@@ -304,9 +318,10 @@ class SmtpTransport(Transport):
         outcome = SendOutcome.PERMANENT if code >= 500 else SendOutcome.TRANSIENT
         return SendResult(key, outcome, message_id, error)
 
-    def _transact(self, key: str, message_id: str, mime: EmailMessage,
-                  recipients: list[str]) -> SendResult:
-        """MAIL, RCPT, DATA, the message, the final dot; each reply decides what happens."""
+    def _transact(self, key: str, message_id: str, mime: EmailMessage, recipients: list[str],
+                  reused: bool) -> SendResult | None:
+        """MAIL, RCPT, DATA, the message, the final dot; each reply decides what happens. None:
+        the connection, `reused` from an earlier message, was closed before the first reply."""
         smtp = self._yag.smtp
         sender = ascii_domain(self.envelope_sender or email.utils.parseaddr(mime["From"])[1])
         utf8 = not all(addr.isascii() for addr in (sender, *recipients))
@@ -315,30 +330,28 @@ class SmtpTransport(Transport):
                               "an address has a non-ASCII local part and the server does not "
                               "offer SMTPUTF8: " + ", ".join(a for a in recipients
                                                              if not a.isascii()))
+        options = ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else []
         try:
             data = smtp_data(mime, utf8=utf8)
-            code, reply = smtp.mail(sender, ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else [])
-            if code != 250:
-                return self._refused(key, message_id, "MAIL FROM", code, reply)
-            refused: dict[str, tuple[int, bytes]] = {}
-            for rcpt in recipients:
-                code, reply = smtp.rcpt(rcpt)
-                if code == 421:
-                    return self._refused(key, message_id, f"RCPT TO {rcpt}", code, reply)
-                if code not in (250, 251):
-                    refused[rcpt] = (code, reply)
-            if len(refused) == len(recipients):
-                codes = [c for c, _ in refused.values()]
-                worst = min(codes) if any(c < 500 for c in codes) else codes[0]
-                details = "; ".join(f"{r}: {c} {decode_reply(t)}" for r, (c, t) in refused.items())
-                return self._refused(key, message_id, "RCPT TO", worst,
-                                     details.split(": ", 1)[1] if len(refused) == 1 else details)
-            code, reply = smtp.docmd("DATA")
-            if code != 354:
-                return self._refused(key, message_id, "DATA", code, reply)
-            smtp.send(data)
+            if smtp.has_extn("pipelining"):
+                pipelined = envelope.pipelined(smtp, sender, options, recipients, utf8, reused)
+                if pipelined is None:
+                    return None
+                replies = pipelined
+            else:
+                replies = envelope.step_by_step(smtp, sender, options, recipients)
         except (smtplib.SMTPException, OSError, ValueError) as exc:
             # Before the final dot was handed over: the server keeps nothing of it.
+            if is_connection_error(exc):
+                self._drop()
+            return SendResult(key, classify_error(exc), message_id, self._error(exc))
+        refusal = envelope.refusal(recipients, replies)
+        if refusal is not None:
+            return self._refused(key, message_id, *refusal)
+        refused = envelope.refused_recipients(recipients, replies)[0]
+        try:
+            smtp.send(data)
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
             if is_connection_error(exc):
                 self._drop()
             return SendResult(key, classify_error(exc), message_id, self._error(exc))
@@ -352,7 +365,6 @@ class SmtpTransport(Transport):
             return self._refused(key, message_id, "message", code, reply)
         if refused:
             # Accepted for some recipients: a retry would duplicate, so this counts as sent.
-            details = "; ".join(f"{r}: {c} {decode_reply(t)}" for r, (c, t) in refused.items())
             return SendResult(key, SendOutcome.SENT, message_id,
-                              self._redact(f"partially refused: {details}"))
+                              self._redact(f"partially refused: {envelope.details(refused)}"))
         return SendResult(key, SendOutcome.SENT, message_id, None)

@@ -191,8 +191,15 @@ def test_message_id_is_deterministic(server: LoopbackSmtp) -> None:
 # -- SMTP transport ----------------------------------------------------------------------------
 
 
-def test_batch_of_20_uses_one_connection(server: LoopbackSmtp) -> None:
-    """Twenty sends share one connection (and the transport satisfies the Protocol)."""
+PIPELINING = pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "stepwise"])
+
+
+@PIPELINING
+def test_batch_of_20_uses_one_connection(server: LoopbackSmtp, pipelining: bool) -> None:
+    """Twenty sends share one connection (and the transport satisfies the Protocol). Where the
+    server offers PIPELINING no NOOP checks the connection between messages (the first reply of
+    the next transaction does); elsewhere one NOOP before each message after the first."""
+    server.offer_pipelining = pipelining
     with SmtpTransport(config(server)) as transport:
         assert isinstance(transport, Transport)
         results = [transport.send(make_msg(f"batch-{i}", subject="Same")) for i in range(20)]
@@ -200,6 +207,7 @@ def test_batch_of_20_uses_one_connection(server: LoopbackSmtp) -> None:
     assert server.count_connections == 1
     assert transport.connections_opened == 1
     assert len({m.message["Message-ID"] for m in server.messages}) == 20
+    assert server.noops == (0 if pipelining else 19)
 
 
 def test_login_and_password_never_leaks(auth_server: LoopbackSmtp) -> None:
@@ -257,12 +265,14 @@ def test_username_without_password_is_a_config_error() -> None:
         ("DATA", 554, SendOutcome.PERMANENT),
     ],
 )
+@PIPELINING
 def test_reply_codes_are_classified(
-    server: LoopbackSmtp, stage: str, code: int, expected: SendOutcome
+    server: LoopbackSmtp, stage: str, code: int, expected: SendOutcome, pipelining: bool
 ) -> None:
     """4xx -> TRANSIENT, 5xx -> PERMANENT, each refused transaction RSET before the next, so
     later messages still go out on the same connection (a server that keeps a transaction open
     after refusing DATA answers the next MAIL with 503 unless the client resets)."""
+    server.offer_pipelining = pipelining
     server.fail_next(code, stage=stage, count=2)  # type: ignore[arg-type]
     with SmtpTransport(config(server)) as transport:
         results = [transport.send(make_msg(f"code-{i}")) for i in range(3)]
@@ -274,9 +284,11 @@ def test_reply_codes_are_classified(
     assert [m.message["Message-ID"] for m in server.messages] == [results[2].message_id]
 
 
-def test_sender_refused_holds_the_batch(server: LoopbackSmtp) -> None:
+@PIPELINING
+def test_sender_refused_holds_the_batch(server: LoopbackSmtp, pipelining: bool) -> None:
     """A 5xx to MAIL FROM refuses the envelope sender every message shares: the batch is held
     with a transport fault and no further transaction is tried."""
+    server.offer_pipelining = pipelining
     server.fail_next(553, stage="MAIL", count=1, text="sender not allowed")
     with SmtpTransport(config(server)) as transport:
         results = [transport.send(make_msg(f"sender-{i}")) for i in range(3)]
@@ -336,16 +348,23 @@ def test_idn_domain_is_idna_encoded_and_a_utf8_local_part_needs_smtputf8(
     assert server.messages[-1].rcpt_tos == ("josé@example.org",)
 
 
-def test_mixed_recipient_refusals(server: LoopbackSmtp) -> None:
-    """Partial refusal is SENT (a retry would duplicate); all refused incl. a 4xx is TRANSIENT."""
+@PIPELINING
+def test_mixed_recipient_refusals(server: LoopbackSmtp, pipelining: bool) -> None:
+    """Partial refusal is SENT (a retry would duplicate); all refused incl. a 4xx is TRANSIENT;
+    the connection stays usable after either."""
+    server.offer_pipelining = pipelining
     server.refuse_recipients = {"gone@example.org": 550, "full@example.org": 452}
     with SmtpTransport(config(server)) as transport:
         partial = transport.send(make_msg("p", to=("ok@example.org", "gone@example.org")))
         mixed = transport.send(make_msg("m", to=("gone@example.org", "full@example.org")))
+        after = transport.send(make_msg("a", to=("ok@example.org",)))
     assert partial.outcome is SendOutcome.SENT
     assert partial.error is not None and "gone@example.org" in partial.error
     assert server.messages[0].rcpt_tos == ("ok@example.org",)
     assert mixed.outcome is SendOutcome.TRANSIENT
+    assert after.outcome is SendOutcome.SENT
+    assert [m.rcpt_tos for m in server.messages] == [("ok@example.org",)] * 2
+    assert server.count_connections == 1
 
 
 def test_server_stopped_is_transient(server: LoopbackSmtp) -> None:
@@ -383,8 +402,10 @@ def test_slow_data_reply_is_uncertain(server: LoopbackSmtp) -> None:
     assert result.outcome is SendOutcome.UNCERTAIN
 
 
-def test_dropped_connection_is_reopened_once(server: LoopbackSmtp) -> None:
+@PIPELINING
+def test_dropped_connection_is_reopened_once(server: LoopbackSmtp, pipelining: bool) -> None:
     """A server-side drop mid-batch is healed once transparently; a second drop is not."""
+    server.offer_pipelining = pipelining
     with SmtpTransport(config(server)) as transport:
         first = transport.send(make_msg("drop-1"))
         server.drop_connections()
