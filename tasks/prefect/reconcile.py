@@ -37,10 +37,10 @@ def _active() -> list[tuple[int, str | None, bool, int]]:
     a fixed number of statements whatever their number."""
     playbook = get_playbook()
     with transaction() as session:
-        runs = dict(session.execute(select(Onboarding.id, Onboarding.flow_run_id)
+        runs = dict(session.connection().execute(select(Onboarding.id, Onboarding.flow_run_id)
                                     .where(Onboarding.status == "active")).tuples().all())
         problems = active_exit_problems(session, playbook)
-        restarts: dict[int | None, int] = dict(session.execute(  # type: ignore[arg-type]
+        restarts: dict[int | None, int] = dict(session.connection().execute(  # type: ignore[arg-type]
             select(Event.onboarding_id, func.count()).where(Event.kind == "flow_run_restarted")
             .group_by(Event.onboarding_id)).all())
     return [(onboarding_id, run_id, not problems.get(onboarding_id, ["not active any more"]),
