@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 from tests.bench.common import OUT, Part, StatementCounter, child_json, fmt, fresh_copy, log, median
@@ -22,8 +24,9 @@ SIZES = (10_000, 100_000)
 RUNS = 5
 
 
-def floor(path: str) -> list[tuple[int, str | None, bool, int]]:
-    """The same facts, one query per table, the same rule (`exit_problems_of`)."""
+def floor(connect: Callable[[], Any], mark: str = "?") -> list[tuple[int, str | None, bool, int]]:
+    """The same facts, one query per table on a DBAPI connection (`mark`: its placeholder),
+    the same rule (`exit_problems_of`)."""
     from db.models import Onboarding
     from db.playbook import Gate, get_playbook
     from tasks.onboarding.exits import ExitFacts, exit_problems_of
@@ -35,9 +38,9 @@ def floor(path: str) -> list[tuple[int, str | None, bool, int]]:
     active = f"SELECT id FROM {Onboarding.__tablename__} WHERE status = 'active'"
 
     def marks(keys: list[str]) -> str:
-        return ", ".join("?" * len(keys))
+        return ", ".join([mark] * len(keys))
 
-    with closing(sqlite3.connect(path)) as conn:
+    with closing(connect()) as conn:
         rows = conn.execute("SELECT id, flow_run_id, stage FROM onboardings "
                             "WHERE status = 'active'").fetchall()
         facts: dict[int, ExitFacts] = {}
@@ -67,7 +70,7 @@ def reconcile_worker(source: str) -> dict[str, Any]:
     """`_active()` and the floor, alternating, on a fresh copy of a seeded database."""
     path = OUT / "reconcile" / "run.db"
     path.parent.mkdir(parents=True, exist_ok=True)
-    url = fresh_copy(__import__("pathlib").Path(source), path)
+    url = fresh_copy(Path(source), path)
     os.environ["HANDOFF_DATABASE_URL"] = url
     from db.session import get_engine
     from db.settings import get_settings
@@ -81,7 +84,7 @@ def reconcile_worker(source: str) -> dict[str, Any]:
     theirs: list[tuple[int, str | None, bool, int]] = []
     for _ in range(RUNS):
         started = time.perf_counter()
-        theirs = floor(str(path))
+        theirs = floor(lambda: sqlite3.connect(path))
         timings["floor"].append(time.perf_counter() - started)
         counter.reset()
         started = time.perf_counter()

@@ -70,8 +70,10 @@ def new_clients(n: int, prefix: str) -> list[int]:
 
 
 @contextmanager
-def prefect_stack(home: Path) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[bytes]]]:
-    """A real Prefect server and the handoff runner, with their own app database."""
+def prefect_stack(home: Path, *, prefect_db: str | None = None, app_db: str | None = None,
+                  ) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[bytes]]]:
+    """A real Prefect server and the handoff runner, with their own app database (SQLite
+    files under `home`, or the PostgreSQL databases named by these URLs: the scale-out set-up)."""
     from deployments.server import start_server, stop, wait_healthy
     from tests.flow.conftest import (
         TEST_SERVICES_OFF,
@@ -87,9 +89,11 @@ def prefect_stack(home: Path) -> Iterator[tuple[str, dict[str, str], subprocess.
     api = f"http://127.0.0.1:{port}/api"
     server = start_server(home / "prefect", port=port, log=home / "server.log",
                           services_off=TEST_SERVICES_OFF,
-                          extra_env={"PREFECT_SERVER_UI_ENABLED": "false"})
+                          extra_env={"PREFECT_SERVER_UI_ENABLED": "false",
+                                     **({"PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db}
+                                        if prefect_db else {})})
     env = {**os.environ,
-           "HANDOFF_HOME": str(home), "HANDOFF_DATABASE_URL": f"sqlite:///{home / 'handoff.db'}",
+           "HANDOFF_HOME": str(home), "HANDOFF_DATABASE_URL": app_db or f"sqlite:///{home / 'handoff.db'}",
            "HANDOFF_PLAYBOOK_PATH": str(always_open_playbook(home / "playbook.yaml")),
            "PREFECT_API_URL": api, "PREFECT_UI_URL": api.removesuffix("/api"),
            "PREFECT_HOME": str(home / "prefect"),
