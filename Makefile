@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench demo clean
+.PHONY: run test lint bench bench-scale demo clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## measure; writes var/bench/results.json and a markdown table
 	$(BIN)/python -m tests.bench
+
+bench-scale: $(STAMP)  ## 10,000 waiting clients by simulation on PostgreSQL (needs 127.0.0.1:5432)
+	$(BIN)/python -m tests.bench --only scale
 
 demo: $(STAMP)
 	$(BIN)/handoff db upgrade

@@ -21,20 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tests.bench.common import HANDOFF, OUT, Part, fmt, log, median
-from tests.bench.stack import count_runs, new_clients, prefect_stack, tree, wait_for
+from tests.bench import stagemove
+from tests.bench.common import OUT, Part, fmt, log, median
+from tests.bench.stack import count_runs, new_clients, prefect_stack, tree
 
 CLIENTS = 10_000
 CONCURRENCY = 16
 MISSED = 10
-CLOSE_KEYS = ["deal_terms_confirmed", "scope_and_timeline_captured", "onboarding_owner_assigned"]
 STAGE = "close_confirmation"
 
 
@@ -185,43 +184,6 @@ def reconcile_floor(api: str, app_db: str, run_ids: list[str]) -> int:
     return len(rows) + len(states)
 
 
-def resume_one(env: dict[str, str], onboarding_id: int, flow_run_id: str) -> dict[str, float]:
-    """`handoff artifact add` for the stage's items; seconds from the call to the CLI returning,
-    the run scheduled, running, and the stage-transition row."""
-    from prefect import get_client
-    from sqlalchemy import select
-
-    from db.models import Event
-    from db.session import session_factory
-
-    factory = session_factory()
-    t0 = dt.datetime.now(dt.UTC)
-    subprocess.run([str(HANDOFF), "artifact", "add", str(onboarding_id), *CLOSE_KEYS], env=env,
-                   check=True, capture_output=True, timeout=120)
-    returned = (dt.datetime.now(dt.UTC) - t0).total_seconds()
-    moved: list[dt.datetime] = []
-
-    def transition() -> bool:
-        with factory() as session:
-            at = session.scalar(select(Event.at).where(Event.onboarding_id == onboarding_id,
-                                                       Event.kind == "stage_transition"))
-        if at is not None:
-            moved.append(at)
-        return at is not None
-
-    wait_for(f"onboarding {onboarding_id} to leave close confirmation", transition, timeout=300)
-    with get_client(sync_client=True) as client:
-        history = client.read_flow_run_states(uuid.UUID(flow_run_id))
-    after = [s for s in history if s.timestamp and s.timestamp >= t0]
-
-    def first(name: str) -> float:
-        times = [s.timestamp for s in after if s.name == name and s.timestamp]
-        return (min(times) - t0).total_seconds() if times else float("nan")
-
-    return {"cli_returned": returned, "scheduled": first("Resuming"), "pending": first("Pending"),
-            "running": first("Running"), "transition": (moved[0] - t0).total_seconds()}
-
-
 def bench_scale(clients: int) -> dict[str, Any]:
     from db.playbook import get_playbook
     from db.session import dispose_all, session_factory, transaction
@@ -271,12 +233,13 @@ def bench_scale(clients: int) -> dict[str, Any]:
                            "queued": sweep.queued_messages + sweep.queued_escalations})
         result["sweeps"] = sweeps
         log(f"scale: sweeps {sweeps}")
-        result["resumes"] = [resume_one(env, ob, runs[ob]) for ob in ids[:3]]
-        log(f"scale: resumes {result['resumes']}")
+        result["resumes"] = stagemove.summary(stagemove.broken_down(
+            stagemove.moves_by(env, ids[:3], 1)))
+        log(f"scale: stage moves {result['resumes']}")
         missed = ids[3:3 + MISSED]
         with transaction() as session:
             for ob in missed:
-                for key in CLOSE_KEYS:
+                for key in stagemove.CLOSE_KEYS:
                     records.record_artifact(session, playbook, ob, key, by="bench",
                                             at=dt.datetime.now(dt.UTC))
         started = time.perf_counter()
@@ -292,7 +255,7 @@ def bench_scale(clients: int) -> dict[str, Any]:
 def table(m: dict[str, Any]) -> list[str]:
     n = m["clients"]
     rec, ui = m["reconcile_s"], m["ui_list_s"]
-    moves = [r["transition"] for r in m["resumes"]]
+    moves = m["resumes"]["median"]
     return [f"**{n:,} waiting clients, by simulation** (Prefect server and app database on "
             "PostgreSQL, the handoff runner)", "",
             "| measurement | result |", "|---|---|",
@@ -314,8 +277,11 @@ def table(m: dict[str, Any]) -> list[str]:
             f"| sweep after the sign-ups / the hour after | {fmt(m['sweeps'][0]['s'])} s "
             f"({m['sweeps'][0]['sent']:,} sent) / {fmt(m['sweeps'][1]['s'])} s "
             f"({m['sweeps'][1]['sent']} sent) |",
-            "| one client resumed by `handoff artifact add` → stage row | "
-            + ", ".join(f"{x:.1f} s" for x in moves) + " |"]
+            f"| one client at a time through `handoff artifact add` (median of "
+            f"{m['resumes']['n']}): CLI / CLI returned → stage row (wake, runner poll, engine "
+            f"start, flow body) | {moves['cli']:.1f} s / {moves['after_cli']:.1f} s "
+            f"({moves['wake']:.1f}, {moves['poll']:.1f}, {moves['start']:.1f}, "
+            f"{moves['body']:.1f}) |"]
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:

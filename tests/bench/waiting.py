@@ -5,20 +5,19 @@ against the naive design (one live polling process per client); then resumes thr
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import subprocess
-import threading
 import time
 from typing import Any
 
 from prefect import flow
 
-from tests.bench.common import HANDOFF, OUT, PY, ROOT, Part, log, median, p95
+from tests.bench import stagemove
+from tests.bench.common import OUT, PY, ROOT, Part, log, median, p95
 from tests.bench.stack import count_runs, new_clients, prefect_stack, tree, wait_for
 
-CLOSE_KEYS = ["deal_terms_confirmed", "scope_and_timeline_captured", "onboarding_owner_assigned"]
 NAIVE_POLL_SECONDS = 5.0
 VAS = 3  # VAs recording at once while the 50 clients are resumed
+SINGLE = 5  # stage moves timed one client at a time, before the VAs start
 
 
 @flow(name="naive-onboarding")
@@ -44,13 +43,12 @@ def naive_runner() -> None:
     """Serve the naive design from its own runner (one process per waiting client)."""
     from prefect import serve
 
-    serve(naive_onboarding.to_deployment(name="naive"), limit=200)  # type: ignore[arg-type]
+    serve(naive_onboarding.to_deployment(name="naive"),  # type: ignore[arg-type]
+          stagemove.empty_flow.to_deployment(name="empty"), limit=200)
 
-def bench_waiting(clients: int, naive: int, resumes: int) -> dict[str, Any]:
-    from sqlalchemy import select
+def bench_waiting(clients: int, naive: int, resumes: int, single: int) -> dict[str, Any]:
 
-    from db.models import Event
-    from db.session import dispose_all, session_factory
+    from db.session import dispose_all
     from deployments.server import stop
     from tasks.prefect.pacing import start_run
 
@@ -81,54 +79,33 @@ def bench_waiting(clients: int, naive: int, resumes: int) -> dict[str, Any]:
         result["runner_while_waiting"] = {"processes": held[0], "rss_mib": held[1]}
         result["runner_peak_while_starting"] = {"processes": peak[0], "rss_mib": peak[1]}
 
-        # Resume through the CLI, VAS at a time; latency = CLI start -> transition row.
-        factory = session_factory()
-        latencies: list[float] = []
-        lock = threading.Lock()
-        queue = list(ids[:resumes])
-
-        def va() -> None:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    ob_id = queue.pop(0)
-                t0 = dt.datetime.now(dt.UTC)
-                subprocess.run([str(HANDOFF), "artifact", "add", str(ob_id), *CLOSE_KEYS],
-                               env=env, check=True, capture_output=True, timeout=120)
-
-                def moved(ob_id: int = ob_id, t0: dt.datetime = t0) -> bool:
-                    with factory() as session:
-                        at = session.scalar(select(Event.at).where(
-                            Event.onboarding_id == ob_id, Event.kind == "stage_transition"))
-                    if at is not None:
-                        with lock:
-                            latencies.append((at - t0).total_seconds())
-                    return at is not None
-
-                wait_for(f"onboarding {ob_id} to leave close confirmation", moved, timeout=180)
-
-        log(f"waiting: resuming {resumes} through `handoff artifact add`")
-        workers = [threading.Thread(target=va) for _ in range(VAS)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        # Resume through the CLI: one client at a time, then VAS at once; the stage move is
+        # timed from the command returning to the transition row, and broken down.
+        log(f"waiting: {single} stage moves one at a time, then {resumes} with {VAS} VAs")
+        one = stagemove.moves_by(env, ids[:single], 1)
+        many = stagemove.moves_by(env, ids[single:single + resumes], VAS)
+        latencies = [(m["moved"] - m["called"]).total_seconds() for m in many]
+        result["stage_move"] = {"one": stagemove.summary(stagemove.broken_down(one)),
+                                "vas": stagemove.summary(stagemove.broken_down(many))}
         dispose_all()
         result["resume_latency_s"] = {"median": median(latencies), "p95": p95(latencies),
                                       "max": max(latencies), "n": len(latencies)}
         result["resume_latencies"] = [round(x, 2) for x in latencies]
-
         # The naive design at a size this machine holds.
         log(f"waiting: naive design, {naive} polling flows")
         naive_log = (home / "naive-runner.log").open("ab")
-        naive_proc = subprocess.Popen([PY, "-m", "tests.bench", "_run", "tests.bench.waiting:naive_runner"], cwd=ROOT,
-                                      env=env, stdout=naive_log, stderr=subprocess.STDOUT,
+        naive_proc = subprocess.Popen([PY, "-m", "tests.bench", "_run",
+                                       "tests.bench.waiting:naive_runner"], cwd=ROOT,
+                                      env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"},
+                                      stdout=naive_log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         try:
             from tests.flow.conftest import wait_for_deployment
 
             wait_for_deployment(api, "naive-onboarding/naive", timeout=120)
+            wait_for_deployment(api, stagemove.EMPTY, timeout=120)
+            result["stage_move"]["empty"] = stagemove.empty_runs(2 if single < 5 else 5)
+            result["stage_move"]["imports"] = stagemove.import_floors()
             time.sleep(3)
             result["naive_runner_idle"] = dict(zip(("processes", "rss_mib"),
                                                    tree(naive_proc.pid), strict=True))
@@ -159,7 +136,7 @@ def bench_waiting(clients: int, naive: int, resumes: int) -> dict[str, Any]:
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clients", type=int, default=50,
+    parser.add_argument("--clients", type=int, default=SINGLE + 50,
                         help="onboardings started and left suspended (each run start costs "
                              "~3 s of CPU here, so 50 keeps `make bench` under 15 minutes)")
     parser.add_argument("--naive", type=int, default=10,
@@ -170,8 +147,9 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     clients = min(args.clients, 20) if args.quick else args.clients
     naive = min(args.naive, 5) if args.quick else args.naive
-    resumes = min(args.resume, clients, 10 if args.quick else args.resume)
-    return bench_waiting(clients, naive, resumes)
+    single = 2 if args.quick else SINGLE
+    resumes = min(args.resume, clients - single, 10 if args.quick else args.resume)
+    return bench_waiting(clients, naive, resumes, single)
 
 
 def table(w: dict[str, Any]) -> list[str]:
@@ -192,7 +170,7 @@ def table(w: dict[str, Any]) -> list[str]:
             f"All {w['clients']} runs suspended {w['seconds_to_all_suspended']:.0f} s "
             f"after the first start. Resume through `handoff artifact add` ({VAS} VAs at "
             f"once, {lat['n']} clients): latency to the stage transition row median "
-            f"{lat['median']:.1f} s, p95 {lat['p95']:.1f} s."]
+            f"{lat['median']:.1f} s, p95 {lat['p95']:.1f} s.", *stagemove.table(w)]
 
 
 PART = Part(name="waiting", run=run, table=table, order=40, arguments=arguments)
