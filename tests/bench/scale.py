@@ -233,8 +233,7 @@ def bench_scale(clients: int) -> dict[str, Any]:
                            "queued": sweep.queued_messages + sweep.queued_escalations})
         result["sweeps"] = sweeps
         log(f"scale: sweeps {sweeps}")
-        result["resumes"] = stagemove.summary(stagemove.broken_down(
-            stagemove.moves_by(env, ids[:3], 1)))
+        result["resumes"] = stagemove.summary(stagemove.moves_by(env, ids[:3], 1))
         log(f"scale: stage moves {result['resumes']}")
         missed = ids[3:3 + MISSED]
         with transaction() as session:

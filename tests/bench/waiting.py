@@ -85,8 +85,8 @@ def bench_waiting(clients: int, naive: int, resumes: int, single: int) -> dict[s
         one = stagemove.moves_by(env, ids[:single], 1)
         many = stagemove.moves_by(env, ids[single:single + resumes], VAS)
         latencies = [(m["moved"] - m["called"]).total_seconds() for m in many]
-        result["stage_move"] = {"one": stagemove.summary(stagemove.broken_down(one)),
-                                "vas": stagemove.summary(stagemove.broken_down(many))}
+        result["stage_move"] = {"one": stagemove.summary(one),
+                                "vas": stagemove.summary(many)}
         dispose_all()
         result["resume_latency_s"] = {"median": median(latencies), "p95": p95(latencies),
                                       "max": max(latencies), "n": len(latencies)}
