@@ -3,7 +3,6 @@ waiting only when it must. Running it twice in a row does nothing the second tim
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -106,40 +105,23 @@ def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]
             kick_pacer()
 
 
-RESUME_PAGE = 200  # resumes asked for at once, like the reads above
-RESUMES_IN_FLIGHT = 20  # of a page, at the same time
-
-
 def _resume(report: ReconcileReport, resumes: list[tuple[int, UUID]]) -> None:
-    """Resume these suspended runs, a page at a time, each page's resumes concurrently through
-    one API client (the paged read above saw them Suspended, so no second read per run)."""
-    if resumes:
-        from prefect.utilities.asyncutils import run_coro_as_sync
-
-        run_coro_as_sync(_resume_pages(report, resumes))  # also inside a flow's event loop
-
-
-async def _resume_pages(report: ReconcileReport, resumes: list[tuple[int, UUID]]) -> None:
+    """Resume these suspended runs through one API client (the paged read above saw them
+    Suspended, so no second read per run)."""
+    if not resumes:
+        return
     from prefect import get_client
     from prefect.client.schemas.responses import SetStateStatus
 
-    gate = asyncio.Semaphore(RESUMES_IN_FLIGHT)
-    async with get_client() as client:
-
-        async def resume(run_id: UUID) -> Any:
-            async with gate:
-                return await client.resume_flow_run(run_id, run_input={})
-
-        for page in range(0, len(resumes), RESUME_PAGE):
-            chunk = resumes[page:page + RESUME_PAGE]
-            results = await asyncio.gather(*(resume(run_id) for _, run_id in chunk))
-            for (onboarding_id, _), result in zip(chunk, results, strict=True):
-                if result.status == SetStateStatus.ACCEPT:
-                    report.resumed.append(onboarding_id)
-                elif result.status == SetStateStatus.REJECT:
-                    reason = getattr(result.details, "reason", None) or "no reason given"
-                    raise RuntimeError(f"Cannot resume this run: {reason}")
-                # ABORT: it woke up between the read and the resume; nothing to do
+    with get_client(sync_client=True) as client:
+        for onboarding_id, run_id in resumes:
+            result = client.resume_flow_run(run_id, run_input={})
+            if result.status == SetStateStatus.ACCEPT:
+                report.resumed.append(onboarding_id)
+            elif result.status == SetStateStatus.REJECT:
+                reason = getattr(result.details, "reason", None) or "no reason given"
+                raise RuntimeError(f"Cannot resume this run: {reason}")
+            # ABORT: it woke up between the read and the resume; nothing to do
 
 
 __all__ = ["ReconcileReport", "reconcile_runs", "remember_run"]
