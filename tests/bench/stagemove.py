@@ -59,8 +59,14 @@ def move(env: dict[str, str], onboarding_id: int) -> dict[str, Any]:
     except TimeoutError:
         # The wake-up did not reach the run (best effort by design): reconcile must wake it.
         missed = said.stdout.strip().splitlines()[-1:] or [""]
-        subprocess.run([str(HANDOFF), "reconcile"], env=env, check=True, capture_output=True,
-                       timeout=300)
+        for _ in range(3):  # another VA's reconcile may be waking the same runs: ask again
+            woke = subprocess.run([str(HANDOFF), "reconcile"], env=env, capture_output=True,
+                                  text=True, timeout=300)
+            if woke.returncode == 0:
+                break
+            missed.append(f"reconcile exit {woke.returncode}: "
+                          + (woke.stderr or woke.stdout).strip()[-300:])
+            time.sleep(5)
         wait_for(f"onboarding {onboarding_id} to leave close confirmation after reconcile",
                  transition, timeout=180)
     return {"onboarding": onboarding_id, "called": called, "returned": returned,
