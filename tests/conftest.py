@@ -22,6 +22,41 @@ PG_ADMIN_URL = os.environ.get("HANDOFF_TEST_PG_ADMIN", "postgresql+psycopg://pos
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One warm CLI process per test process, as `make run` serves one: the suite's `handoff`
+    calls run in children forked from it, the way a VA's do (tests/cli/test_warm.py checks that
+    a command run warm is the command run cold, and tests the cold fallback). Set
+    HANDOFF_TEST_COLD_CLI=1 to run every call cold."""
+    import subprocess
+    import sys
+    import time
+
+    from deployments.door import SOCKET_ENV
+
+    if os.environ.get("HANDOFF_TEST_COLD_CLI") or not sys.platform.startswith("linux"):
+        yield
+        return
+    log = tmp_path_factory.mktemp("warm-cli") / "warm.log"
+    name = f"suite-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    process = subprocess.Popen([sys.executable, "-m", "deployments.warm"],
+                               cwd=Path(__file__).resolve().parents[1],
+                               env={**os.environ, SOCKET_ENV: name}, stdout=log.open("wb"),
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while "ready" not in log.read_text() and process.poll() is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    os.environ[SOCKET_ENV] = name  # every subprocess the tests start inherits it
+    try:
+        yield
+    finally:
+        os.environ.pop(SOCKET_ENV, None)
+        process.terminate()
+        process.wait(30)
+
+
 # The longest test files, longest first. `make test` hands whole files to two workers in
 # collection order; started first, the long ones overlap the many short ones instead of running
 # alone at the end (longest-processing-time-first). Measured in CI's --durations; order only.
