@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,29 @@ stay_offline()
 
 PG_ADMIN_URL = os.environ.get("HANDOFF_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@contextmanager
+def pg_database_pair(prefix: str) -> Iterator[tuple[str, str]]:
+    """A fresh Prefect database (asyncpg URL) and app database (psycopg URL) on PostgreSQL,
+    dropped afterwards: the scale-out set-up, for its flow test and its bench."""
+    from db.session import dispose_all
+
+    suffix = uuid.uuid4().hex[:10]
+    names = (f"prefect_{prefix}_{suffix}", f"handoff_{prefix}_{suffix}")
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield base.replace("+psycopg", "+asyncpg") + f"/{names[0]}", f"{base}/{names[1]}"
+    finally:
+        dispose_all()
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session", autouse=True)

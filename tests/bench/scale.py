@@ -22,45 +22,17 @@ import argparse
 import asyncio
 import datetime as dt
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from tests.bench import stagemove
 from tests.bench.common import OUT, Part, fmt, log, median
 from tests.bench.stack import count_runs, new_clients, prefect_stack, tree
+from tests.conftest import pg_database_pair
 
 CLIENTS = 10_000
 CONCURRENCY = 16
 MISSED = 10
 STAGE = "close_confirmation"
-
-
-@contextmanager
-def pg_databases() -> Iterator[tuple[str, str]]:
-    """A Prefect database (asyncpg URL) and an app database (psycopg URL), dropped after."""
-    from sqlalchemy import create_engine, text
-
-    from tests.conftest import PG_ADMIN_URL
-
-    suffix = uuid.uuid4().hex[:8]
-    names = (f"prefect_bench_{suffix}", f"handoff_bench_{suffix}")
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    try:
-        yield base.replace("+psycopg", "+asyncpg") + f"/{names[0]}", f"{base}/{names[1]}"
-    finally:
-        from db.session import dispose_all
-
-        dispose_all()
-        with admin.connect() as conn:
-            for name in names:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def database_mib(url: str) -> float:
@@ -193,7 +165,7 @@ def bench_scale(clients: int) -> dict[str, Any]:
     from tasks.prefect.reconcile import reconcile_runs
 
     result: dict[str, Any] = {"clients": clients}
-    with pg_databases() as (prefect_db, app_db), \
+    with pg_database_pair("bench") as (prefect_db, app_db), \
             prefect_stack(OUT / "scale", prefect_db=prefect_db, app_db=app_db) as (api, env,
                                                                                   runner):
         result["empty_mib"] = {"prefect": database_mib(prefect_db), "app": database_mib(app_db)}

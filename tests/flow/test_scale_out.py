@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from sqlalchemy import create_engine, text
 
 from deployments.server import start_server, stop, wait_healthy
 from deployments.workers import start_worker
-from tests.conftest import IN_CI, PG_ADMIN_URL, _pg_reachable
+from tests.conftest import IN_CI, PG_ADMIN_URL, _pg_reachable, pg_database_pair
 from tests.flow.conftest import TEST_SERVICES_OFF, free_port, handoff_env
 from tests.smtp_server import LoopbackSmtp
 
@@ -52,23 +51,8 @@ def pg_databases() -> Iterator[tuple[str, str]]:
         if IN_CI:
             pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is unreachable and CI=true: must not skip")
         pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432")
-    suffix = uuid.uuid4().hex[:10]
-    names = (f"prefect_scale_{suffix}", f"handoff_scale_{suffix}")
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    try:
-        yield (base.replace("+psycopg", "+asyncpg") + f"/{names[0]}", f"{base}/{names[1]}")
-    finally:
-        from db.session import dispose_all
-
-        dispose_all()
-        with admin.connect() as conn:
-            for name in names:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database_pair("scale") as urls:
+        yield urls
 
 
 @pytest.fixture
