@@ -137,12 +137,15 @@ def is_current(url: str | None = None) -> bool:
         return inspect(connection.execution_options(**READ_ONLY)).has_table("onboardings")
 
 
-def dispose_all() -> None:
-    """Close every pooled connection of this process (tests, backup/restore)."""
-    _factories.clear()
+def dispose_all(keep: str | None = None) -> None:
+    """Close every pooled connection of this process (tests, backup/restore), and forget the
+    engines, but `keep`'s."""
+    for key in [key for key in _factories if key[1] != keep]:
+        del _factories[key]
     for key, engine in list(_engines.items()):
-        engine.dispose()
-        del _engines[key]
+        if key[1] != keep:
+            engine.dispose()
+            del _engines[key]
 
 
 @contextmanager

@@ -13,7 +13,6 @@ This module imports only the standard library's socket layer: it is what every c
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -22,7 +21,7 @@ import sys
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEADER = struct.Struct("!I")  # length of the JSON request that follows
+HEADER = struct.Struct("!I")  # length of the request that follows
 WORD = struct.Struct("!i")  # the child's pid, then its exit code
 STALE = 0  # the warm process's pid word when it will not run the command (its code changed)
 # Another socket name than the checkout's own (tests run a warm process of their own with it).
@@ -37,10 +36,27 @@ def address(root: str = ROOT, uid: int | None = None) -> str:
 
 
 def request(argv: list[str]) -> bytes:
-    """What the warm process needs to run the command as this process would."""
-    body = json.dumps({"root": ROOT, "argv": argv, "cwd": os.getcwd(),
-                       "env": dict(os.environ)}).encode()
+    """What the warm process needs to run the command as this process would: the checkout,
+    the working directory, the arguments and the environment, as NUL-separated fields (none of
+    them can hold a NUL; JSON would cost every call its import)."""
+    fields = [ROOT, os.getcwd(), str(len(argv)), *argv]
+    for key, value in os.environ.items():
+        fields += (key, value)
+    body = b"\0".join(os.fsencode(field) for field in fields)
     return HEADER.pack(len(body)) + body
+
+
+def parse(body: bytes) -> dict[str, object]:
+    """The request `request` encoded: root, cwd, argv and env (ValueError when malformed)."""
+    fields = [os.fsdecode(field) for field in body.split(b"\0")]
+    if len(fields) < 3 or not fields[2].isdigit():
+        raise ValueError("malformed request")
+    count = int(fields[2])
+    env = fields[3 + count:]
+    if len(fields) < 3 + count or len(env) % 2:
+        raise ValueError("malformed request")
+    return {"root": fields[0], "cwd": fields[1], "argv": fields[3:3 + count],
+            "env": dict(zip(env[::2], env[1::2], strict=True))}
 
 
 def _read_word(conn: socket.socket) -> int | None:

@@ -1,13 +1,23 @@
-"""The warm CLI process: handoff's command line imported once, one forked child per command.
+"""The warm CLI process: handoff's command line imported once, a forked child per command.
 
     python -m deployments.warm        (`make run` starts it beside the runner)
 
 A `handoff` call (deployments/door.py) connects to this process's socket and sends its
-arguments, environment, working directory and its stdin, stdout and stderr. This process forks;
-the child takes on the caller's terminal, directory and environment and runs the command exactly
-as `handoff` would have in-process (settings, playbook and database are read fresh in the child:
-nothing is cached here before the fork), sends its exit code, and exits. The caller returns once
-the child has finished, so a recorded fact is committed before the VA's prompt comes back.
+arguments, environment, working directory and its stdin, stdout and stderr. A spare child,
+forked from this process before the call came, takes it: it takes on the caller's terminal,
+directory and environment, runs the command exactly as `handoff` would have in-process, sends
+its exit code and exits. The caller returns once the child has finished, so a recorded fact is
+committed before the VA's prompt comes back.
+
+A spare makes itself ready while nobody waits (`SPARES` of them, replaced as they are taken):
+it runs the VA's record commands (`WARM_UP`) on a scratch copy of a database this process made
+at start, so what a fresh child would do the first time (copying the pages it writes to, building
+the ORM's and the SQL compiler's per-class caches, Typer's command tree) is done before the
+call. Where the configured database is SQLite, that warm-up goes through the very engine the
+command will use (its connections opened on the scratch file, then closed), so the statements
+come compiled. The warm-up runs with scratch settings (its own home, no Prefect API) and is
+undone before the call: settings, environment and connections are the caller's. A spare that
+finds the caller's settings other than the ones it prepared for drops what it prepared.
 
 Only the user who started it may use it (the socket checks the caller's uid). When a module it
 imported changed on disk (a `git pull`), it declines the command (the caller runs it itself) and
@@ -16,21 +26,41 @@ exits, so no command ever runs stale code.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import io
-import json
 import os
+import select
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import traceback
+from collections.abc import Iterator
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
-from deployments.door import HEADER, ROOT, STALE, WORD, address
+from deployments.door import HEADER, ROOT, STALE, WORD, address, parse
 
 UCRED = struct.Struct("3i")  # pid, uid, gid of the caller (SO_PEERCRED)
 MAX_REQUEST = 4 * 1024 * 1024
+SPARES = 2  # children ready at once: a VA's call and another's arriving before a new one is
+NOTE = struct.Struct("!ci")  # spare -> this process: (b"T" took a call | b"S" stale, pid)
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+NO_PREFECT = "http://127.0.0.1:9/api"  # the warm-up wakes nothing: nothing listens there
+# The VA's record commands, run on the scratch database by every spare before its call.
+SCRATCH_CLIENT = ["onboard", "--client", "Warm Up", "--segment", "smb", "--offer", "Growth",
+                  "--owner", "va@warm-up.example", "--backup", "backup@warm-up.example",
+                  "--contact", "client@warm-up.example", "--no-flow"]
+WARM_UP = [["status", "1"], ["artifact", "add", "1", "deal_terms_confirmed"],
+           ["kickoff", "schedule", "1", "--when", "2099-01-05T15:00"],
+           ["qa", "record", "1", "--pass"],
+           ["blocker", "open", "1", "--type", "missing_access"], ["blocker", "resolve", "1"],
+           ["followup", "log", "1", "--kind", "response"], ["status", "1", "--json"]]
 
 
 def preimport() -> dict[str, int]:
@@ -99,14 +129,6 @@ def stale(files: dict[str, int]) -> bool:
     return False
 
 
-def listen() -> socket.socket:
-    """The socket callers connect to; one warm process per checkout and user."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(address())
-    sock.listen(64)
-    return sock
-
-
 def receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """The caller's request and its three file descriptors (stdin, stdout, stderr)."""
     fds: list[int] = []
@@ -126,25 +148,23 @@ def receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
             if not chunk:
                 raise ValueError("request cut short")
             body += chunk
-        request = json.loads(body)
-        if len(fds) != 3 or request.get("root") != ROOT:
+        request = parse(body)
+        if len(fds) != 3 or request["root"] != ROOT:
             raise ValueError("not a handoff request for this checkout")
-    except (ValueError, json.JSONDecodeError):
+    except ValueError:
         for fd in fds:
             os.close(fd)
         raise
     return request, fds
 
 
-def run_child(listener: socket.socket, conn: socket.socket, request: dict[str, Any],
-              fds: list[int]) -> None:
-    """In the forked child: become the caller's `handoff` process, run the command, report."""
+def run_child(conn: socket.socket, request: dict[str, Any], fds: list[int],
+              prepared: tuple[object, ...] | None) -> None:
+    """In the spare that took the call: become the caller's `handoff` process, run the
+    command, report its exit code, exit."""
     code = 1
     try:
-        listener.close()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
-            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT
-                          else signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -154,6 +174,8 @@ def run_child(listener: socket.socket, conn: socket.socket, request: dict[str, A
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        if prepared is None or settings_key() != prepared:
+            forget_prepared()
         sys.argv = list(request["argv"])
         conn.sendall(WORD.pack(os.getpid()))
         code = run_command(sys.argv[1:])
@@ -193,78 +215,282 @@ def run_command(args: list[str]) -> int:
     return 0
 
 
-def reap() -> None:
-    """Collect finished children (they report to their caller, not here)."""
-    while True:
-        try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+def settings_key() -> tuple[object, ...]:
+    """What this process's settings are read from: the HANDOFF_ variables and the .env file of
+    the working directory (which file, and its time; none when absent). Equal keys, equal
+    settings."""
+    from db.settings import Settings
+
+    prefix = str(Settings.model_config.get("env_prefix", "")).upper()
+    try:
+        stat = Path(str(Settings.model_config.get("env_file") or ".env")).stat()
+        dotenv: tuple[int, ...] | None = (stat.st_dev, stat.st_ino, stat.st_mtime_ns,
+                                          stat.st_size)
+    except OSError:
+        dotenv = None
+    return (tuple(sorted((k.upper(), v) for k, v in os.environ.items()
+                         if k.upper().startswith(prefix))), dotenv)
 
 
-def serve(listener: socket.socket, files: dict[str, int], served: list[int]) -> None:
-    """Accept callers until the code on disk changes or the process is stopped; `served`
-    counts the commands run."""
-    listener.settimeout(1.0)
-    while True:
-        reap()
+def forget_prepared() -> None:
+    """Drop the settings and engines a spare prepared (the caller's differ)."""
+    from db.session import dispose_all
+    from db.settings import get_settings
+
+    get_settings.cache_clear()
+    dispose_all()
+
+
+def make_scratch(directory: Path) -> Path | None:
+    """A migrated database with one client and its open blocker, for the spares' warm-ups
+    (made in a child: this process stays as it was imported); None if it could not be made."""
+    home = directory / "template"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
         try:
+            with scratch_settings(home):
+                code = max(run_quietly(args) for args in (
+                    ["db", "upgrade"], SCRATCH_CLIENT,
+                    ["blocker", "open", "1", "--type", "missing_access"]))
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        print("handoff warm CLI: no scratch database; spares will not warm up", flush=True)
+        return None
+    return home
+
+
+@contextlib.contextmanager
+def scratch_settings(home: Path, database_url: str | None = None) -> Iterator[None]:
+    """Settings for a warm-up: its own home and database (`database_url`'s engine, redirected,
+    is kept), no Prefect API to wake."""
+    from db.session import dispose_all
+    from db.settings import get_settings
+
+    saved = dict(os.environ)
+    os.environ.update({"HANDOFF_HOME": str(home), "PREFECT_API_URL": NO_PREFECT,
+                       "HANDOFF_PREFECT_API_URL": NO_PREFECT,
+                       "HANDOFF_DATABASE_URL": database_url or f"sqlite:///{home / 'handoff.db'}"})
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        dispose_all(keep=database_url)
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+def run_quietly(args: list[str]) -> int:
+    """A command whose output nobody reads."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return run_command(args)
+
+
+def warm_up(template: Path | None, files: dict[str, int]) -> tuple[object, ...] | None:
+    """In a new spare: the warm-up on a scratch copy, then this process's own settings read
+    again (the caller's, usually); their key, or None when nothing was prepared."""
+    from db.settings import get_settings
+
+    prepared = None
+    try:
+        with contextlib.suppress(Exception):
+            prepared = settings_key(), get_settings().database_url
+        if template is not None:
+            scratch = Path(tempfile.mkdtemp(prefix="handoff-warm-"))
+            try:
+                shutil.copytree(template, scratch, dirs_exist_ok=True)
+                url = prepared[1] if prepared and redirectable(prepared[1]) else None
+                with scratch_settings(scratch, url), redirected(url, scratch / "handoff.db"):
+                    for args in WARM_UP:
+                        run_quietly(args)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        get_settings()  # the settings this process was started with, read once more
+        files.update({**project_files(), **files})  # and what the warm-up imported
+    except Exception as exc:  # noqa: BLE001 - a spare that could not warm up still serves
+        print(f"handoff warm CLI: a spare did not warm up: {exc}", file=sys.stderr, flush=True)
+        forget_prepared()
+        return None
+    return prepared[0] if prepared else None
+
+
+def redirectable(url: str) -> bool:
+    """A SQLite database file named plainly (no URI options): its engine can be warmed up."""
+    return url.startswith("sqlite") and "?" not in url and ":memory:" not in url
+
+
+@contextlib.contextmanager
+def redirected(url: str | None, scratch_db: Path) -> Iterator[None]:
+    """While the block runs, the engine of `url` (a SQLite file) opens its connections on the
+    scratch file instead; after it, that engine holds no connection and opens its own file
+    again, its dialect initialised and its statements compiled."""
+    if url is None:
+        yield
+        return
+    from sqlalchemy import event
+
+    from db.session import get_engine
+
+    engine = get_engine(url)
+
+    def to_scratch(dialect: Any, record: object, cargs: list[object],
+                   cparams: dict[str, object]) -> object:
+        return dialect.connect(str(scratch_db), *cargs[1:], **cparams)
+
+    event.listen(engine, "do_connect", to_scratch)
+    try:
+        yield
+    finally:
+        event.remove(engine, "do_connect", to_scratch)
+        engine.dispose()
+
+
+def listen() -> socket.socket:
+    """The socket callers connect to; one warm process per checkout and user."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(address())
+    sock.listen(64)
+    return sock
+
+
+def spare(listener: socket.socket, notes: int, files: dict[str, int],
+          template: Path | None) -> None:
+    """A forked spare: warm up, then take one call (its own user's) and become its process."""
+    try:
+        for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        parent = os.getppid()
+        die_with_parent(signal.SIGTERM)  # a spare left alone would hold the socket
+        if os.getppid() != parent:
+            os._exit(0)
+        prepared = warm_up(template, files)
+        while True:
             conn, _ = listener.accept()
-        except TimeoutError:
-            continue
-        conn.settimeout(None)
-        with conn:
             _pid, uid, _gid = UCRED.unpack(conn.getsockopt(
                 socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size))
             if uid != os.getuid():
-                continue  # another user's process: closed without a word
+                conn.close()  # another user's process: closed without a word
+                continue
             try:
                 request, fds = receive(conn)
             except (OSError, ValueError):
+                conn.close()
                 continue
             if stale(files):
                 for fd in fds:
                     os.close(fd)
                 conn.sendall(WORD.pack(STALE))
-                print("handoff warm CLI: code changed on disk; exiting", file=sys.stderr,
-                      flush=True)
-                return
-            sys.stdout.flush()
-            sys.stderr.flush()
-            if os.fork() == 0:
-                run_child(listener, conn, request, fds)
-            served[0] += 1
-            for fd in fds:
-                os.close(fd)
+                os.write(notes, NOTE.pack(b"S", os.getpid()))
+                os._exit(0)
+            die_with_parent(0)  # a command, once taken, finishes whatever happens to the parent
+            os.write(notes, NOTE.pack(b"T", os.getpid()))
+            listener.close()
+            os.close(notes)
+            run_child(conn, request, fds, prepared)
+    except BaseException:  # noqa: BLE001 - a spare never returns into the parent's loop
+        traceback.print_exc()
+    os._exit(1)
+
+
+def die_with_parent(sig: int) -> None:
+    """Have Linux send `sig` to this process when its parent ends (0: nothing)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def serve(listener: socket.socket, files: dict[str, int], template: Path | None,
+          served: list[int]) -> None:
+    """Keep SPARES spares waiting on the socket until the code on disk changes or the process
+    is stopped; `served` counts the calls taken."""
+    notes_r, notes_w = os.pipe()
+    spares: set[int] = set()
+    failed = 0
+    try:
+        while True:
+            while len(spares) < SPARES:
+                pid = os.fork()
+                if pid == 0:
+                    os.close(notes_r)
+                    spare(listener, notes_w, files, template)
+                spares.add(pid)
+            ready, _, _ = select.select([notes_r], [], [], 1.0)
+            if ready:
+                data = os.read(notes_r, NOTE.size * 64)
+                for offset in range(0, len(data) - len(data) % NOTE.size, NOTE.size):
+                    what, pid = NOTE.unpack_from(data, offset)
+                    spares.discard(pid)
+                    if what == b"S":
+                        print("handoff warm CLI: code changed on disk; exiting",
+                              file=sys.stderr, flush=True)
+                        return
+                    served[0] += 1
+            for pid in reap():
+                if pid in spares:  # died before taking a call
+                    spares.discard(pid)
+                    failed += 1
+                    if failed >= 3:
+                        print("handoff warm CLI: spares keep dying; exiting", file=sys.stderr,
+                              flush=True)
+                        return
+    finally:
+        stop(spares)
+        os.close(notes_r)
+        os.close(notes_w)
+
+
+def reap() -> list[int]:
+    """Collect finished children; their pids."""
+    done: list[int] = []
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return done
+        if pid == 0:
+            return done
+        done.append(pid)
+
+
+def stop(spares: set[int]) -> None:
+    """End the waiting spares (they hold the socket: a new warm process could not bind it)."""
+    for pid in spares:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in spares:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def main() -> int:
-    """Import everything, listen, serve; Ctrl-C or SIGTERM stops it."""
+    """Import everything, make the scratch database, listen, serve; Ctrl-C or SIGTERM stops it."""
     if not sys.platform.startswith("linux"):
         print("the warm CLI process needs Linux (abstract sockets, SO_PEERCRED)",
               file=sys.stderr)
         return 2
     files = preimport()  # callers meanwhile run their commands themselves
-    try:
-        listener = listen()
-    except OSError:
-        print("handoff warm CLI: another one already serves this checkout", file=sys.stderr)
-        return 0
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"handoff warm CLI: ready ({len(files)} modules, pid {os.getpid()})", flush=True)
-    served = [0]
-    try:
-        serve(listener, files, served)
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        listener.close()
-        print(f"handoff warm CLI: stopped after {served[0]} commands", flush=True)
+    with tempfile.TemporaryDirectory(prefix="handoff-warm-") as directory:
+        template = make_scratch(Path(directory))
+        gc.collect()
+        gc.freeze()  # what is imported stays out of the children's collections (and pages)
+        try:
+            listener = listen()
+        except OSError:
+            print("handoff warm CLI: another one already serves this checkout", file=sys.stderr)
+            return 0
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        print(f"handoff warm CLI: ready ({len(files)} modules, pid {os.getpid()})", flush=True)
+        served = [0]
+        try:
+            serve(listener, files, template, served)
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            listener.close()
+            print(f"handoff warm CLI: stopped after {served[0]} commands", flush=True)
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

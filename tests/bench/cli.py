@@ -53,11 +53,12 @@ def _env(home: Path, warm: str = "no-warm-process") -> dict[str, str]:
             "PREFECT_API_URL": "http://127.0.0.1:9/api", "HANDOFF_WARM_CLI_SOCKET": warm}
 
 
-def _start_warm(log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A warm CLI process on a socket of its own, once it is ready."""
+def _start_warm(log: Path, home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A warm CLI process on a socket of its own, once it is ready; configured as the VA's
+    calls are (`make run` and the VA's shell read the same settings)."""
     name = f"bench-{os.getpid()}"
     process = subprocess.Popen([PY, "-m", "deployments.warm"], cwd=ROOT,
-                               env={**os.environ, "HANDOFF_WARM_CLI_SOCKET": name},
+                               env=_env(home, name),
                                stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while "ready" not in log.read_text():
@@ -119,7 +120,7 @@ def bench_cli(repeats: int) -> dict[str, Any]:
         _prepare(template)
         floor = Path(tmp) / "floor.py"
         floor.write_text(FLOOR)
-        warm, socket_name = _start_warm(Path(tmp) / "warm.log")
+        warm, socket_name = _start_warm(Path(tmp) / "warm.log", work)
         try:
             _bench_commands(result, template, work, floor, Path(tmp), repeats, socket_name)
         finally:
@@ -153,8 +154,11 @@ def _bench_commands(result: dict[str, Any], template: Path, work: Path, floor: P
         result["commands"][name] = {
             "statements": len(statements), "median_s": median(command_s),
             "cpu_s": median(command_cpu), "floor_s": median(floor_s),
-            "ratio": median(command_s) / median(floor_s), "warm_s": median(warm_s),
-            "warm_ratio": median(warm_s) / median(floor_s)}
+            # Ratios of each run to the floor run beside it, then their median: what a load
+            # change between runs moves, it moves on both sides of a pair.
+            "ratio": median([c / f for c, f in zip(command_s, floor_s, strict=True)]),
+            "warm_s": median(warm_s),
+            "warm_ratio": median([w / f for w, f in zip(warm_s, floor_s, strict=True)])}
         log(f"cli: {name}: cold {median(command_s):.3f} s, warm {median(warm_s):.3f} s "
             f"(floor {median(floor_s):.3f} s)")
 
@@ -172,7 +176,8 @@ def table(r: dict[str, Any]) -> list[str]:
     lines = [f"The VA's record commands, whole process, median of {r['repeats']} "
              f"({r['load_before']} before, {r['load_after']} after); floor: bare Python + "
              "sqlite3 sending the same statements. Prefect not running. Warm: handed to the "
-             "warm CLI process `make run` serves (deployments/warm.py).", "",
+             "warm CLI process `make run` serves (deployments/warm.py). Ratios: the median of "
+             "each run's ratio to the floor run beside it.", "",
              "| command | statements | cold wall | cold CPU | warm wall | floor | cold / floor | "
              "warm / floor |", "|---|---|---|---|---|---|---|---|"]
     for name, c in r["commands"].items():

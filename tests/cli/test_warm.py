@@ -35,13 +35,14 @@ SESSION = [ONBOARD, ["artifact", "add", "1", "deal_terms_confirmed", "--note", "
 class Warm:
     """One warm process on a socket name of its own."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, home: Path | None = None) -> None:
+        """`home`: configured as the calls on that home are (its spares prepare for them)."""
         self.name = f"test-{uuid.uuid4().hex[:12]}"
         self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "deployments.warm"], cwd=ROOT,
-            env={**os.environ, SOCKET_ENV: self.name}, stdout=log.open("wb"),
-            stderr=subprocess.STDOUT)
+            env=calls_env(home, self.name) if home else {**os.environ, SOCKET_ENV: self.name},
+            stdout=log.open("wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while "ready" not in log.read_text():
             assert self.process.poll() is None and time.monotonic() < deadline, log.read_text()
@@ -61,12 +62,15 @@ def warm(tmp_path: Path) -> Iterator[Warm]:
     process.stop()
 
 
+def calls_env(home: Path, socket_name: str) -> dict[str, str]:
+    return {**os.environ, "HANDOFF_HOME": str(home),
+            "HANDOFF_DATABASE_URL": f"sqlite:///{home / 'handoff.db'}",
+            "PREFECT_API_URL": "http://127.0.0.1:9/api", SOCKET_ENV: socket_name}
+
+
 def handoff(home: Path, args: list[str], socket_name: str) -> tuple[int, str, str]:
-    env = {**os.environ, "HANDOFF_HOME": str(home),
-           "HANDOFF_DATABASE_URL": f"sqlite:///{home / 'handoff.db'}",
-           "PREFECT_API_URL": "http://127.0.0.1:9/api", SOCKET_ENV: socket_name}
-    done = subprocess.run([str(HANDOFF), *args], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=home)
+    done = subprocess.run([str(HANDOFF), *args], env=calls_env(home, socket_name),
+                          capture_output=True, text=True, timeout=120, cwd=home)
     return done.returncode, done.stdout, done.stderr
 
 
@@ -78,11 +82,19 @@ def rows(home: Path) -> list[tuple[object, ...]]:
                 *conn.execute("SELECT kind, actor FROM events ORDER BY id")]
 
 
-def test_a_command_run_warm_is_the_command_run_cold(tmp_path: Path, warm: Warm) -> None:
+@pytest.mark.parametrize("prepared", [True, False], ids=["spares-prepared", "other-settings"])
+def test_a_command_run_warm_is_the_command_run_cold(tmp_path: Path, prepared: bool) -> None:
+    """Spares prepared for the calls' settings (their database's engine warmed up on a scratch
+    copy), or for other settings (what they prepared is dropped): the same commands either way,
+    and the warm-up never touches the caller's database."""
     homes = {"cold": tmp_path / "cold", "warm": tmp_path / "warm"}
+    for home in homes.values():
+        home.mkdir()
+    warm = Warm(tmp_path / "warm.log", homes["warm"] if prepared else None)
+    request = handoff(homes["warm"], ["--help"], warm.name)  # a spare has warmed up
+    assert request[0] == 0 and not (homes["warm"] / "handoff.db").exists()
     results: dict[str, list[tuple[int, str, str]]] = {}
     for how, home in homes.items():
-        home.mkdir()
         name = warm.name if how == "warm" else "nobody-listens-here"
         assert handoff(home, ["db", "upgrade"], name)[0] == 0
         results[how] = [handoff(home, args, name) for args in SESSION]
@@ -94,7 +106,7 @@ def test_a_command_run_warm_is_the_command_run_cold(tmp_path: Path, warm: Warm) 
     assert results["warm"][2][2].count("\n") == 1 and "no_such_item" in results["warm"][2][2]
     assert rows(homes["warm"]) and _no_ids(rows(homes["warm"])) == _no_ids(rows(homes["cold"]))
     # Every warm call ran in the warm process (its count), none fell back to running cold.
-    assert f"stopped after {len(SESSION) + 1} commands" in warm.stop()
+    assert f"stopped after {len(SESSION) + 2} commands" in warm.stop()
 
 
 # What differs between two runs of the same command a few seconds apart: the home, times, links.
