@@ -426,6 +426,7 @@ def serve(listener: socket.socket, files: dict[str, int], template: Path | None,
                               file=sys.stderr, flush=True)
                         return
                     served[0] += 1
+                    failed = 0
             for pid in reap():
                 if pid in spares:  # died before taking a call
                     spares.discard(pid)
