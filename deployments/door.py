@@ -14,7 +14,6 @@ This module imports only the standard library's socket layer: it is what every c
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import struct
 import sys
@@ -92,6 +91,8 @@ def run_warm(argv: list[str]) -> int | None:
             code = _read_word(conn)
             break
         except KeyboardInterrupt:  # Ctrl-C reaches this process's group, not the child's
+            import signal  # here, not at the top: every call would pay its import
+
             os.kill(pid, signal.SIGINT)
         except OSError:
             code = None
