@@ -62,12 +62,12 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def die_with_parent() -> None:
-    """In the child, before exec: Linux sends it SIGTERM when its parent dies, however it dies
-    (a SIGKILL included), so a server started for a process never outlives it."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In the child, before exec: Linux sends it `sig` when its parent dies, however it dies
+    (a SIGKILL included), so a server started for a process never outlives it (0: no more)."""
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig)
 
 
 def start_server(prefect_home: Path, *, port: int, log: Path,

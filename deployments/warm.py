@@ -27,7 +27,6 @@ exits, so no command ever runs stale code.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import io
 import os
@@ -45,12 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from deployments.door import HEADER, ROOT, STALE, WORD, address, parse
+from deployments.server import die_with_parent
 
 UCRED = struct.Struct("3i")  # pid, uid, gid of the caller (SO_PEERCRED)
 MAX_REQUEST = 4 * 1024 * 1024
 SPARES = 2  # children ready at once: a VA's call and another's arriving before a new one is
 NOTE = struct.Struct("!ci")  # spare -> this process: (b"T" took a call | b"S" stale, pid)
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 NO_PREFECT = "http://127.0.0.1:9/api"  # the warm-up wakes nothing: nothing listens there
 # The VA's record commands, run on the scratch database by every spare before its call.
 SCRATCH_CLIENT = ["onboard", "--client", "Warm Up", "--segment", "smb", "--offer", "Growth",
@@ -363,7 +362,7 @@ def spare(listener: socket.socket, notes: int, files: dict[str, int],
         for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         parent = os.getppid()
-        die_with_parent(signal.SIGTERM)  # a spare left alone would hold the socket
+        die_with_parent()  # a spare left alone would hold the socket
         if os.getppid() != parent:
             os._exit(0)
         prepared = warm_up(template, files)
@@ -393,11 +392,6 @@ def spare(listener: socket.socket, notes: int, files: dict[str, int],
     except BaseException:  # noqa: BLE001 - a spare never returns into the parent's loop
         traceback.print_exc()
     os._exit(1)
-
-
-def die_with_parent(sig: int) -> None:
-    """Have Linux send `sig` to this process when its parent ends (0: nothing)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 def serve(listener: socket.socket, files: dict[str, int], template: Path | None,

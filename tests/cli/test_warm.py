@@ -164,3 +164,31 @@ def test_another_user_is_not_served(warm: Warm) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0  # closed without a word
     assert "stopped after 0 commands" in warm.stop()
+
+
+def test_spares_end_with_the_warm_process(warm: Warm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed outright, the warm process takes its spares along: none is left holding the
+    socket (a new warm process could not bind it) nor serving."""
+    pid = warm.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    deadline = time.monotonic() + 60
+    while len(spares := children.read_text().split()) < 2:  # forked right after "ready"
+        assert time.monotonic() < deadline, spares
+        time.sleep(0.1)
+    warm.process.kill()
+    warm.process.wait(30)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{spare}").exists() and "Z" not in _state(spare) for spare in spares):
+        assert time.monotonic() < deadline, spares
+        time.sleep(0.1)
+    monkeypatch.setenv(SOCKET_ENV, warm.name)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, \
+            pytest.raises(ConnectionRefusedError):
+        probe.connect(address())
+
+
+def _state(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
