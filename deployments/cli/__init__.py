@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from functools import cache
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -124,9 +125,11 @@ def group_app(module: str) -> typer.Typer:
     return sub
 
 
+@cache
 def resolve(name: str) -> Any:
     """The Click command `handoff NAME` runs, composed from its module exactly as an eager
-    `add_typer` of every module would compose it."""
+    `add_typer` of every module would compose it; once per process (a warm CLI spare composed
+    it while warming up; Click commands hold no state between invocations)."""
     holder = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
     if name in COMMANDS:
         holder.add_typer(group_app(COMMANDS[name]))
