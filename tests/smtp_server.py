@@ -9,6 +9,10 @@ Usage::
     server.fail_next(451, stage="RCPT", count=2)        # next 2 transactions get 451 on RCPT
     server.fail_next(451, stage="DATA_CMD")             # 451 to the DATA command (before 354)
     server.drop_after_dot = 1                           # take the next message, close, no reply
+    server.drop_after_dot_to = {"a@example.org"}        # the same for a message to a@, once
+    server.refuse_content = {"b@example.org": 554}      # a message to b@: 554 after its dot
+    server.on_content = callback                        # called (server thread) at each dot
+    server.commands_after_dot                           # dots followed by the next envelope
     server.greeting_reply = "554 go away"               # refuse at the greeting
     server.offer_smtputf8 = False                       # do not advertise SMTPUTF8
     server.offer_pipelining = False                     # do not advertise PIPELINING (RFC 2920)
@@ -29,7 +33,7 @@ import ssl
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -117,11 +121,22 @@ class _Handler:
         """Record the message (unless this transaction must fail) after the optional delay."""
         if self.owner.data_delay:
             await asyncio.sleep(self.owner.data_delay)
+        if server._reader._buffer:  # type: ignore[attr-defined]
+            # The next transaction's commands came in the same write as this message's final
+            # dot: the client pipelines across messages (RFC 2920).
+            with self.owner._lock:
+                self.owner.commands_after_dot += 1
+        if self.owner.on_content is not None:
+            self.owner.on_content(envelope)
         plan: _FailurePlan | None = getattr(envelope, "loopback_failure", None)
         if plan is not None and plan.stage == "DATA":
             return f"{plan.code} {plan.text}"
+        refused = [self.owner.refuse_content[a] for a in envelope.rcpt_tos
+                   if a in self.owner.refuse_content]
+        if refused:
+            return f"{refused[0]} content refused"
         raw = envelope.original_content or b""
-        if self.owner._take_drop_after_dot():
+        if self.owner._take_drop_after_dot(envelope.rcpt_tos):
             # The message arrived whole; the connection dies before the 250 reaches the client.
             self._accept(session, envelope, raw)
             assert isinstance(server.transport, asyncio.Transport)
@@ -234,6 +249,10 @@ class LoopbackSmtp:
         self.offer_smtputf8 = True
         self.offer_pipelining = True
         self.drop_after_dot = 0
+        self.drop_after_dot_to: set[str] = set()
+        self.refuse_content: dict[str, int] = {}
+        self.on_content: Callable[[Envelope], None] | None = None
+        self.commands_after_dot = 0
         self.rsets = 0
         self.noops = 0
         self.count_connections = 0
@@ -367,6 +386,7 @@ class LoopbackSmtp:
             self.auth_attempts = 0
             self.rsets = 0
             self.noops = 0
+            self.commands_after_dot = 0
         self.greeting_delay = self.data_delay = 0.0
         self.refuse_recipients = {}
         self.auth_failure_message = None
@@ -374,6 +394,9 @@ class LoopbackSmtp:
         self.offer_smtputf8 = True
         self.offer_pipelining = True
         self.drop_after_dot = 0
+        self.drop_after_dot_to = set()
+        self.refuse_content = {}
+        self.on_content = None
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -436,9 +459,14 @@ class LoopbackSmtp:
             plan.remaining -= 1
             return plan
 
-    def _take_drop_after_dot(self) -> bool:
-        """Consume one scripted drop after the final dot."""
+    def _take_drop_after_dot(self, recipients: list[str]) -> bool:
+        """Consume one scripted drop after the final dot (of the next message, or of the first
+        message to an address in ``drop_after_dot_to``)."""
         with self._lock:
+            targeted = self.drop_after_dot_to.intersection(recipients)
+            if targeted:
+                self.drop_after_dot_to -= targeted
+                return True
             if self.drop_after_dot <= 0:
                 return False
             self.drop_after_dot -= 1

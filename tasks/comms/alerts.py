@@ -13,8 +13,9 @@ to, once when raised and once when cleared: it must not wait for the mail it is 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -114,7 +115,16 @@ class OnDemand(Transport):
         if self._mail is not None:
             self._mail.close()
 
-    def send(self, msg: OutgoingMessage) -> SendResult:
+    def _opened(self) -> Transport:
         if self._mail is None:
             self._mail = self._open_mail().__enter__()
-        return self._mail.send(msg)
+        return self._mail
+
+    def send(self, msg: OutgoingMessage) -> SendResult:
+        return self._opened().send(msg)
+
+    def send_all(self, messages: Iterable[OutgoingMessage]) -> Iterator[SendResult]:
+        pending = iter(messages)
+        first = next(pending, None)
+        if first is not None:
+            yield from self._opened().send_all(itertools.chain((first,), pending))

@@ -31,7 +31,7 @@ from tasks.mail.alarm import TransportAlarm, announce, clear_alarm, raise_alarm
 from tasks.mail.inbox.address import reply_address
 from tasks.mail.message import Attachment, OutgoingMessage
 from tasks.mail.outbox import client_zones, notify_delivery_problem
-from tasks.mail.outcomes import SendOutcome
+from tasks.mail.outcomes import SendOutcome, SendResult
 from tasks.mail.smtp import SmtpConfig, SmtpTransport
 from tasks.mail.transport import FileTransport, Transport
 from tasks.onboarding.records import log_event
@@ -103,22 +103,39 @@ def deliver(factory: sessionmaker[Session], playbook: Playbook, settings: Settin
     if not claimed:
         return report
     sender = str(playbook.business.sender.email)
-    fault: tuple[str, str] | None = None
+    mail = [row for row in claimed if not is_alert(row.recipients)]
+    pending = {row.idempotency_key: row for row in mail}
+    recorded = _Recorder(factory, playbook, now, report)
+    for row in claimed:
+        if is_alert(row.recipients):
+            recorded(row, send_alert(settings, key=row.idempotency_key,
+                                     recipients=row.recipients, title=row.subject,
+                                     body=row.body_text))
     mail_sent = 0
     with OnDemand(lambda: transport_for(settings)) as transport:
-        for row in claimed:
-            result = (send_alert(settings, key=row.idempotency_key, recipients=row.recipients,
-                                 title=row.subject, body=row.body_text)
-                      if is_alert(row.recipients) else
-                      transport.send(_outgoing(row, sender, settings)))
-            with factory.begin() as session:
-                _record(session, playbook, row.id, result.outcome, result.message_id,
-                        result.error, now, report)
-            if result.fault is not None and fault is None:
-                fault = (result.fault.value, result.error or result.fault.value)
-            mail_sent += result.outcome is SendOutcome.SENT and not is_alert(row.recipients)
-    _update_alarm(factory, playbook, settings, fault, flowing=mail_sent > 0, now=now)
+        # One result at a time, recorded before the transport is asked for the next (and so
+        # before it hands over the next message's content): see the module docstring.
+        for result in transport.send_all(_outgoing(row, sender, settings) for row in mail):
+            recorded(pending.pop(result.key), result)
+            mail_sent += result.outcome is SendOutcome.SENT
+    _update_alarm(factory, playbook, settings, recorded.fault, flowing=mail_sent > 0, now=now)
     return report
+
+
+class _Recorder:
+    """Records each result in its own transaction, and the first transport fault of the pass."""
+
+    def __init__(self, factory: sessionmaker[Session], playbook: Playbook, now: dt.datetime,
+                 report: DeliveryReport) -> None:
+        self.factory, self.playbook, self.now, self.report = factory, playbook, now, report
+        self.fault: tuple[str, str] | None = None
+
+    def __call__(self, row: Communication, result: SendResult) -> None:
+        with self.factory.begin() as session:
+            _record(session, self.playbook, row, result.outcome, result.message_id,
+                    result.error, self.now, self.report)
+        if result.fault is not None and self.fault is None:
+            self.fault = (result.fault.value, result.error or result.fault.value)
 
 
 def _update_alarm(factory: sessionmaker[Session], playbook: Playbook, settings: Settings,
@@ -212,11 +229,12 @@ def _claim(session: Session, now: dt.datetime, onboarding_id: int | None,
     return rows
 
 
-def _record(session: Session, playbook: Playbook, row_id: int, outcome: SendOutcome,
+def _record(session: Session, playbook: Playbook, row: Communication, outcome: SendOutcome,
             message_id: str, error: str | None, now: dt.datetime,
             report: DeliveryReport) -> None:
-    row = session.get(Communication, row_id)
-    assert row is not None
+    """Write one result to its claimed row (loaded by `_claim`, and only ours to change since:
+    no second SELECT)."""
+    session.add(row)
     if outcome is SendOutcome.SENT:
         row.status, row.sent_at, row.message_id, row.last_error = "sent", now, message_id, None
         row.late_business_minutes = (business_minutes_late(playbook, row.due_at, now)

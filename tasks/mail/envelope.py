@@ -32,31 +32,51 @@ def step_by_step(smtp: smtplib.SMTP, sender: str, options: list[str],
     return replies
 
 
-def pipelined(smtp: smtplib.SMTP, sender: str, options: list[str], recipients: list[str],
-              utf8: bool, reused: bool) -> list[Reply] | None:
-    """MAIL, every RCPT and DATA in one round-trip, then their replies in order, stopping at a
-    421. None: a `reused` connection was closed before the first reply (nothing of the message
-    was handed over; a NOOP before each message would have found it, a round-trip dearer)."""
+def commands(sender: str, options: list[str], recipients: list[str], utf8: bool) -> bytes:
+    """MAIL, every RCPT and DATA as one pipelined write; raises ValueError for a line break
+    in an address."""
     suffix = "".join(f" {option}" for option in options)
     lines = [f"MAIL FROM:{smtplib.quoteaddr(sender)}{suffix}",
              *(f"RCPT TO:{smtplib.quoteaddr(rcpt)}" for rcpt in recipients), "DATA"]
     if any("\r" in line or "\n" in line for line in lines):
         raise ValueError("a line break in an envelope address")
+    return "".join(f"{line}\r\n" for line in lines).encode("utf-8" if utf8 else "ascii")
+
+
+def pipelined(smtp: smtplib.SMTP, envelope: bytes, recipients: list[str],
+              reused: bool) -> list[Reply] | None:
+    """MAIL, every RCPT and DATA (`envelope`, from `commands`) in one round-trip, then their
+    replies (`replies`). None: a `reused` connection was closed before the first reply (nothing
+    of the message was handed over; a NOOP before each message would have found it, a
+    round-trip dearer)."""
     try:
-        smtp.send("".join(f"{line}\r\n" for line in lines).encode("utf-8" if utf8 else "ascii"))
-        replies = [smtp.getreply()]
+        smtp.send(envelope)
     except (smtplib.SMTPServerDisconnected, OSError):
         if reused:
             return None
         raise
-    while len(replies) < len(lines) and replies[-1][0] != 421:
-        replies.append(smtp.getreply())
-    if len(replies) == len(lines) and replies[-1][0] == 354 and (
-            replies[0][0] != 250 or not refused_recipients(recipients, replies)[1]):
+    return replies(smtp, recipients, reused)
+
+
+def replies(smtp: smtplib.SMTP, recipients: list[str], reused: bool) -> list[Reply] | None:
+    """The replies to an envelope already written (`commands`: by `pipelined`, or after the
+    previous message's final dot), in order, stopping at a 421; a transaction that failed
+    although DATA was accepted is ended with an empty message. None: as for `pipelined`."""
+    try:
+        got = [smtp.getreply()]
+    except (smtplib.SMTPServerDisconnected, OSError):
+        if reused:
+            return None
+        raise
+    expected = len(recipients) + 2
+    while len(got) < expected and got[-1][0] != 421:
+        got.append(smtp.getreply())
+    if len(got) == expected and got[-1][0] == 354 and (
+            got[0][0] != 250 or not refused_recipients(recipients, got)[1]):
         # DATA accepted although the transaction failed: end it with an empty message.
         smtp.send(b".\r\n")
         smtp.getreply()
-    return replies
+    return got
 
 
 def refused_recipients(recipients: list[str],

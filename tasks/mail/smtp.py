@@ -31,9 +31,10 @@ import base64
 import contextlib
 import email.utils
 import smtplib
+import socket
 import ssl
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from ssl import SSLContext
 from typing import Any
 
@@ -195,6 +196,9 @@ class SmtpTransport(Transport):
             smtp.ehlo_or_helo_if_needed()
             smtp.timeout = self.config.timeout  # from here on: waiting for replies
             smtp.sock.settimeout(self.config.timeout)
+            # A message's last segment must not wait for the acknowledgement of the ones before
+            # it (Nagle): the server answers only once it has the final dot.
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except BaseException:
             self._discard(yag)
             raise
@@ -275,38 +279,190 @@ class SmtpTransport(Transport):
 
     def send(self, msg: OutgoingMessage) -> SendResult:
         """Send one message at most once over the batch connection and classify the result."""
-        message_id = msg.message_id
+        results = self.send_all((msg,))
+        try:
+            return next(results)
+        finally:
+            results.close()
+
+    def send_all(self, messages: Iterable[OutgoingMessage]) -> Generator[SendResult, None, None]:
+        """Send each message at most once, yielding each result as soon as its reply is read.
+
+        Where the server offers PIPELINING, message N's content and final dot go out in one
+        write with message N+1's MAIL, RCPT and DATA (RFC 2920 allows the content as the first
+        command of a group, DATA as the last), so a message costs one round-trip: the reply to
+        N's dot decides N, then N+1's envelope replies are read. N+1's content is written only
+        when the caller asks for the result after N's, so the caller can record N before
+        anything more is handed over. If the connection dies after N's dot, N is UNCERTAIN and
+        N+1 (only its envelope went out) TRANSIENT; the next message reopens. Elsewhere each
+        message is one transaction after the other, as `send`.
+        """
+        source = iter(messages)
+        ahead: _Prepared | None = None  # its envelope went out behind the previous dot
+        ready: _Prepared | None = None  # built while the previous reply was on its way
+        in_flight = False  # a dot or an envelope whose reply is unread
+        try:
+            while True:
+                if ahead is not None:
+                    current, written, ahead = ahead, True, None
+                else:
+                    following = ready or (yield from self._next_prepared(source))
+                    if following is None:
+                        return
+                    current, written, ready = following, False, None
+                in_flight = written
+                replies = self._envelope(current, written)
+                in_flight = False
+                if isinstance(replies, SendResult):
+                    yield replies
+                    continue
+                pipelining = self._yag.smtp.has_extn("pipelining")
+                while pipelining and ahead is None:
+                    ready = ready or (yield from self._next_prepared(source))
+                    if ready is None:
+                        break
+                    unsendable = self._unsendable(ready)
+                    if unsendable is not None:
+                        ready = None
+                        yield unsendable  # refused before anything of it went out
+                    else:
+                        ahead, ready = ready, None
+                in_flight = True
+                result = self._write_message(current, ahead)
+                if result is None:
+                    if pipelining and ready is None:
+                        ready = yield from self._next_prepared(source)  # while the reply comes
+                    result = self._dot_reply(current, replies, ahead)
+                in_flight = ahead is not None and self._yag is not None
+                yield result
+                if ahead is not None and self._yag is None:  # lost with the connection
+                    key, message_id, ahead = ahead.key, ahead.message_id, None
+                    in_flight = False
+                    yield SendResult(key, SendOutcome.TRANSIENT, message_id,
+                                     "connection lost before the message was handed over")
+        finally:
+            if in_flight:  # abandoned with a reply unread: the connection's state is unknown
+                self._drop()
+
+    def _next_prepared(self, source: Iterator[OutgoingMessage]
+                       ) -> Generator[SendResult, None, _Prepared | None]:
+        """The next message of `source` that can be written, yielding each that cannot."""
+        for msg in source:
+            prepared = self._prepare(msg)
+            if isinstance(prepared, _Prepared):
+                return prepared
+            yield prepared
+        return None
+
+    def _prepare(self, msg: OutgoingMessage) -> _Prepared | SendResult:
+        """The message as the server will get it, or PERMANENT if it cannot be written."""
         try:
             mime = build_mime(msg)
             recipients = [ascii_domain(rcpt) for rcpt in msg.recipients]
+            sender = ascii_domain(self.envelope_sender
+                                  or email.utils.parseaddr(mime["From"])[1])
+            utf8 = not all(addr.isascii() for addr in (sender, *recipients))
+            options = ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else []
+            return _Prepared(msg.key, msg.message_id, sender, recipients, options, utf8,
+                             smtp_data(mime, utf8=utf8),
+                             envelope.commands(sender, options, recipients, utf8))
         except (ValueError, TypeError) as exc:
-            return SendResult(msg.key, SendOutcome.PERMANENT, message_id, self._error(exc))
-        self._ensure_connection()
-        result = self._attempt(msg.key, message_id, mime, recipients)
-        if result is None:
-            # A reused connection was found closed before anything was handed over: once more
-            # on a new one (the reopen budget applies), as the NOOP of a stepwise server does.
-            self._drop()
-            self._ensure_connection()
-            result = self._attempt(msg.key, message_id, mime, recipients)
-        assert result is not None  # a new connection is never found stale
-        return result
+            return SendResult(msg.key, SendOutcome.PERMANENT, msg.message_id, self._error(exc))
 
-    def _attempt(self, key: str, message_id: str, mime: EmailMessage,
-                 recipients: list[str]) -> SendResult | None:
-        if self._fatal is not None:
-            outcome, error, fault = self._fatal
-            return SendResult(key, outcome, message_id, error, fault)
-        reused, self._used = self._used, True
-        return self._transact(key, message_id, mime, recipients, reused)
+    def _unsendable(self, prepared: _Prepared) -> SendResult | None:
+        """PERMANENT for a non-ASCII local part on a server without SMTPUTF8, else None."""
+        if not prepared.utf8 or self._yag.smtp.has_extn("smtputf8"):
+            return None
+        return SendResult(prepared.key, SendOutcome.PERMANENT, prepared.message_id,
+                          "an address has a non-ASCII local part and the server does not "
+                          "offer SMTPUTF8: " + ", ".join(a for a in prepared.recipients
+                                                         if not a.isascii()))
+
+    def _envelope(self, prepared: _Prepared, written: bool) -> list[envelope.Reply] | SendResult:
+        """The replies to MAIL, RCPT and DATA (already `written` after the previous dot, else
+        written now), or the result of a transaction that ended before the message. A reused
+        connection found closed before the first reply is reopened once (the reopen budget
+        applies) and the envelope written again: nothing of the message was handed over."""
+        key, message_id = prepared.key, prepared.message_id
+        for _ in range(2):
+            if written:
+                reused = True
+            else:
+                self._ensure_connection()
+                if self._fatal is not None:
+                    outcome, error, fault = self._fatal
+                    return SendResult(key, outcome, message_id, error, fault)
+                unsendable = self._unsendable(prepared)
+                if unsendable is not None:
+                    return unsendable
+                reused, self._used = self._used, True
+            smtp = self._yag.smtp
+            try:
+                if not smtp.has_extn("pipelining"):
+                    replies: list[envelope.Reply] | None = envelope.step_by_step(
+                        smtp, prepared.sender, prepared.options, prepared.recipients)
+                elif written:
+                    replies = envelope.replies(smtp, prepared.recipients, reused)
+                else:
+                    replies = envelope.pipelined(smtp, prepared.commands, prepared.recipients,
+                                                 reused)
+            except (smtplib.SMTPException, OSError, ValueError) as exc:
+                # Before the final dot was handed over: the server keeps nothing of it.
+                if is_connection_error(exc):
+                    self._drop()
+                return SendResult(key, classify_error(exc), message_id, self._error(exc))
+            if replies is not None:
+                refusal = envelope.refusal(prepared.recipients, replies)
+                if refusal is not None:
+                    return self._refused(key, message_id, *refusal)
+                return replies
+            self._drop()
+            written = False
+        raise AssertionError("a new connection is never found stale")
+
+    def _write_message(self, prepared: _Prepared,
+                       ahead: _Prepared | None) -> SendResult | None:
+        """Hand over the message and its final dot (and `ahead`'s envelope, in the same write);
+        None once all of it went out, else what the failed write means."""
+        handed, error = _write(self._yag.smtp,
+                               prepared.data + (ahead.commands if ahead is not None else b""))
+        if error is None:
+            return None
+        self._drop()
+        if handed < len(prepared.data):  # the dot did not go out: the server keeps nothing
+            return SendResult(prepared.key, classify_error(error), prepared.message_id,
+                              self._error(error))
+        return SendResult(prepared.key, SendOutcome.UNCERTAIN, prepared.message_id,
+                          self._error(error, "no reply after the message was handed over"))
+
+    def _dot_reply(self, prepared: _Prepared, replies: list[envelope.Reply],
+                   ahead: _Prepared | None) -> SendResult:
+        """What the reply to the final dot decides; the connection is dropped without one."""
+        key, message_id = prepared.key, prepared.message_id
+        try:
+            code, reply = self._yag.smtp.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            return SendResult(key, SendOutcome.UNCERTAIN, message_id,
+                              self._error(exc, "no reply after the message was handed over"))
+        if code != 250:
+            # The dot ends the transaction whatever its reply (RFC 5321 4.1.1.4); RSET only
+            # where no envelope follows, as a stepwise exchange always did.
+            return self._refused(key, message_id, "message", code, reply, reset=ahead is None)
+        refused = envelope.refused_recipients(prepared.recipients, replies)[0]
+        if refused:
+            # Accepted for some recipients: a retry would duplicate, so this counts as sent.
+            return SendResult(key, SendOutcome.SENT, message_id,
+                              self._redact(f"partially refused: {envelope.details(refused)}"))
+        return SendResult(key, SendOutcome.SENT, message_id, None)
 
     def _refused(self, key: str, message_id: str, step: str, code: int,
-                 reply: bytes | str) -> SendResult:
+                 reply: bytes | str, *, reset: bool = True) -> SendResult:
         """A refused transaction: RSET it (or drop the connection), then say what it means."""
         error = self._redact(f"{step} refused: {code} {decode_reply(reply)}")
         if code == 421:  # the server is closing the connection
             self._drop()
-        else:
+        elif reset:
             try:
                 self._yag.smtp.rset()
             except (smtplib.SMTPException, OSError):
@@ -318,53 +474,32 @@ class SmtpTransport(Transport):
         outcome = SendOutcome.PERMANENT if code >= 500 else SendOutcome.TRANSIENT
         return SendResult(key, outcome, message_id, error)
 
-    def _transact(self, key: str, message_id: str, mime: EmailMessage, recipients: list[str],
-                  reused: bool) -> SendResult | None:
-        """MAIL, RCPT, DATA, the message, the final dot; each reply decides what happens. None:
-        the connection, `reused` from an earlier message, was closed before the first reply."""
-        smtp = self._yag.smtp
-        sender = ascii_domain(self.envelope_sender or email.utils.parseaddr(mime["From"])[1])
-        utf8 = not all(addr.isascii() for addr in (sender, *recipients))
-        if utf8 and not smtp.has_extn("smtputf8"):
-            return SendResult(key, SendOutcome.PERMANENT, message_id,
-                              "an address has a non-ASCII local part and the server does not "
-                              "offer SMTPUTF8: " + ", ".join(a for a in recipients
-                                                             if not a.isascii()))
-        options = ["SMTPUTF8", "BODY=8BITMIME"] if utf8 else []
-        try:
-            data = smtp_data(mime, utf8=utf8)
-            if smtp.has_extn("pipelining"):
-                pipelined = envelope.pipelined(smtp, sender, options, recipients, utf8, reused)
-                if pipelined is None:
-                    return None
-                replies = pipelined
-            else:
-                replies = envelope.step_by_step(smtp, sender, options, recipients)
-        except (smtplib.SMTPException, OSError, ValueError) as exc:
-            # Before the final dot was handed over: the server keeps nothing of it.
-            if is_connection_error(exc):
-                self._drop()
-            return SendResult(key, classify_error(exc), message_id, self._error(exc))
-        refusal = envelope.refusal(recipients, replies)
-        if refusal is not None:
-            return self._refused(key, message_id, *refusal)
-        refused = envelope.refused_recipients(recipients, replies)[0]
-        try:
-            smtp.send(data)
-        except (smtplib.SMTPException, OSError, ValueError) as exc:
-            if is_connection_error(exc):
-                self._drop()
-            return SendResult(key, classify_error(exc), message_id, self._error(exc))
-        try:
-            code, reply = smtp.getreply()
-        except (smtplib.SMTPException, OSError) as exc:
-            self._drop()
-            return SendResult(key, SendOutcome.UNCERTAIN, message_id,
-                              self._error(exc, "no reply after the message was handed over"))
-        if code != 250:
-            return self._refused(key, message_id, "message", code, reply)
-        if refused:
-            # Accepted for some recipients: a retry would duplicate, so this counts as sent.
-            return SendResult(key, SendOutcome.SENT, message_id,
-                              self._redact(f"partially refused: {envelope.details(refused)}"))
-        return SendResult(key, SendOutcome.SENT, message_id, None)
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A message ready for the wire: its envelope, and its content ending with the final dot."""
+
+    key: str
+    message_id: str
+    sender: str
+    recipients: list[str]
+    options: list[str]
+    utf8: bool
+    data: bytes
+    commands: bytes  # MAIL, every RCPT and DATA, for a pipelining server
+
+
+def _write(smtp: smtplib.SMTP, payload: bytes) -> tuple[int, OSError | None]:
+    """Hand `payload` to the connection: (bytes handed over, the error that stopped it), so a
+    failure is known to have come before or after the final dot."""
+    sock = smtp.sock
+    if sock is None:
+        return 0, smtplib.SMTPServerDisconnected("the connection is closed")
+    handed = 0
+    try:
+        with memoryview(payload) as view:
+            while handed < len(payload):
+                handed += sock.send(view[handed:])
+    except OSError as exc:
+        return handed, exc
+    return handed, None

@@ -1,5 +1,6 @@
 """The transport a delivery pass sends through: SMTP (`tasks.mail.smtp`) or, with no SMTP
-configured, .eml files. Batch-scoped: enter once, send many, exit."""
+configured, .eml files. Batch-scoped: enter once, send many (`send`, or `send_all`, which yields
+each result as it is known, so SMTP can pipeline one message into the next), exit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -40,6 +42,12 @@ class Transport:
     def send(self, msg: OutgoingMessage) -> SendResult:
         """Send one message and report the outcome without raising for delivery errors."""
         raise NotImplementedError
+
+    def send_all(self, messages: Iterable[OutgoingMessage]) -> Iterator[SendResult]:
+        """Send each message, yielding each result as soon as it is known (by default one
+        `send` after the other); the caller records a result before asking for the next."""
+        for msg in messages:
+            yield self.send(msg)
 
 
 def safe_filename(key: str) -> str:

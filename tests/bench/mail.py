@@ -110,11 +110,12 @@ def _mail_mode(mode: str, template: Path, now: dt.datetime, repeats: int,
         class PerMessage(SmtpTransport):
             """The same transport, reconnecting and logging in for every message."""
 
-            def send(self, msg: Any) -> Any:
-                self._discard(self._yag)
-                self._yag = None
-                self._open()
-                return super().send(msg)
+            def send_all(self, messages: Any) -> Any:
+                for msg in messages:
+                    self._discard(self._yag)
+                    self._yag = None
+                    self._open()
+                    yield from super().send_all((msg,))
 
         original = delivery.transport_for
 

@@ -10,6 +10,8 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -336,6 +338,70 @@ def test_two_concurrent_deliveries_send_each_message_once(
     ids = [str(m.message["Message-ID"]) for m in smtp.messages]
     assert len(ids) == len(set(ids)) == 40
     assert {(r.status, r.attempts) for r in rows(factory)} == {("sent", 1)}
+
+
+def test_a_pipelined_batch_records_each_result_before_the_next_message_goes_out(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+        smtp: LoopbackSmtp) -> None:
+    # One pass, six messages on a pipelining server: c1 refused at RCPT, c2 refused after its
+    # final dot, c3 taken by the server whose 250 never arrives (the connection dies with c4's
+    # envelope behind c3's dot), c5 on a reopened connection.
+    batch = [replace(d, recipients=[f"c{i}@example.org"])
+             for i, d in enumerate(drafts(factory, playbook, ob_id, 6))]
+    queue(factory, playbook, batch)
+    smtp.refuse_recipients = {"c1@example.org": 550}
+    smtp.refuse_content = {"c2@example.org": 554}
+    smtp.drop_after_dot_to = {"c3@example.org"}
+    at_dot: dict[str, dict[str, str]] = {}
+
+    def statuses(envelope: Any) -> None:  # the server thread, as each message's content ends
+        with factory() as session:
+            at_dot[envelope.rcpt_tos[0]] = dict(session.execute(
+                select(Communication.recipients, Communication.status)).tuples().all())
+
+    smtp.on_content = statuses
+    report = send(factory, playbook, NOW)
+    assert counts(report) == (2, 1, 2, 1)
+    by_rcpt = {r.recipients: r for r in rows(factory) if r.template == "welcome"}
+    assert [(by_rcpt[f"c{i}@example.org"].status, by_rcpt[f"c{i}@example.org"].attempts)
+            for i in range(6)] == [("sent", 1), ("failed", 1), ("failed", 1), ("uncertain", 1),
+                                   ("queued", 1), ("sent", 1)]
+    assert by_rcpt["c4@example.org"].next_attempt_at == NOW + minutes(5)
+    assert "RCPT TO refused: 550" in (by_rcpt["c1@example.org"].last_error or "")
+    assert "message refused: 554" in (by_rcpt["c2@example.org"].last_error or "")
+    assert [m.rcpt_tos for m in smtp.messages] == [(f"c{i}@example.org",) for i in (0, 3, 5)]
+    assert smtp.count_connections == 2
+    assert smtp.commands_after_dot == 3  # c0's dot carried c1's envelope, c2's c3's, c3's c4's
+    # When the server read each message, every message before it was already recorded.
+    assert sorted(at_dot) == [f"c{i}@example.org" for i in (0, 2, 3, 5)]
+    for i in (0, 2, 3, 5):
+        earlier = {f"c{j}@example.org" for j in range(i)}
+        assert {rcpt: status for rcpt, status in at_dot[f"c{i}@example.org"].items()
+                if rcpt in earlier} == {rcpt: by_rcpt[rcpt].status for rcpt in earlier}, i
+
+    # c4 goes out with the next pass, once; the owner is told of c1, c2 and c3; c3 never again.
+    assert counts(send(factory, playbook, NOW + minutes(5))) == (4, 0, 0, 0)
+    assert [m.rcpt_tos for m in smtp.messages].count(("c4@example.org",)) == 1
+    assert [m.rcpt_tos for m in smtp.messages].count(("c3@example.org",)) == 1
+    assert [m.rcpt_tos for m in smtp.messages].count((OWNER,)) == 3
+
+
+def test_a_server_without_pipelining_gets_the_batch_one_step_at_a_time(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+        smtp: LoopbackSmtp) -> None:
+    batch = [replace(d, recipients=[f"c{i}@example.org"])
+             for i, d in enumerate(drafts(factory, playbook, ob_id, 4))]
+    queue(factory, playbook, batch)
+    smtp.offer_pipelining = False
+    smtp.refuse_content = {"c1@example.org": 554}
+    smtp.drop_after_dot_to = {"c2@example.org"}
+
+    assert counts(send(factory, playbook, NOW)) == (2, 0, 1, 1)
+    by_rcpt = {r.recipients: r.status for r in rows(factory) if r.template == "welcome"}
+    assert [by_rcpt[f"c{i}@example.org"] for i in range(4)] == [
+        "sent", "failed", "uncertain", "sent"]
+    assert [m.rcpt_tos for m in smtp.messages] == [(f"c{i}@example.org",) for i in (0, 2, 3)]
+    assert (smtp.commands_after_dot, smtp.count_connections, smtp.rsets) == (0, 2, 1)
 
 
 # -- what is known after DATA decides: uncertain, RSET, business hours, the transport alarm ----

@@ -314,6 +314,87 @@ def test_no_reply_after_the_final_dot_is_uncertain(server: LoopbackSmtp) -> None
     assert server.count_connections == 2
 
 
+# -- one batch, pipelined across messages (RFC 2920) --------------------------------------------
+
+
+def batch(n: int) -> list[OutgoingMessage]:
+    """n messages, the i-th to ci@example.org, so the server can treat each one its own way."""
+    return [make_msg(f"batch-{i}", to=(f"c{i}@example.org",)) for i in range(n)]
+
+
+@PIPELINING
+def test_a_batch_with_refusals_in_the_middle(server: LoopbackSmtp, pipelining: bool) -> None:
+    """c1 refused at RCPT, c2 refused after its final dot, c3 not sendable to this server (a
+    non-ASCII local part, no SMTPUTF8): each says why, and the others go out once each on one
+    connection. Pipelined, a dot carries the next message's envelope (one round-trip a
+    message): the refused RCPT is RSET, the refused dot is not (the dot ended its transaction,
+    and the next envelope is already behind it). Stepwise, as `send` always did."""
+    server.offer_pipelining = pipelining
+    server.offer_smtputf8 = False
+    server.refuse_recipients = {"c1@example.org": 550}
+    server.refuse_content = {"c2@example.org": 554}
+    messages = batch(6)
+    messages[3] = make_msg("batch-3", to=("josé@example.org",))
+    with SmtpTransport(config(server)) as transport:
+        results = {r.key: r for r in transport.send_all(messages)}
+    assert [results[m.key].outcome for m in messages] == [
+        SendOutcome.SENT, SendOutcome.PERMANENT, SendOutcome.PERMANENT, SendOutcome.PERMANENT,
+        SendOutcome.SENT, SendOutcome.SENT]
+    assert "RCPT TO refused: 550" in (results["batch-1"].error or "")
+    assert "message refused: 554" in (results["batch-2"].error or "")
+    assert "SMTPUTF8" in (results["batch-3"].error or "")
+    assert [(m.rcpt_tos, m.message["Message-ID"]) for m in server.messages] == [
+        ((f"c{i}@example.org",), results[f"batch-{i}"].message_id) for i in (0, 4, 5)]
+    assert server.count_connections == 1
+    if pipelining:
+        # c0's dot carried c1's envelope, c2's c4's (c3 never went out), c4's c5's.
+        assert (server.commands_after_dot, server.rsets, server.noops) == (3, 1, 0)
+    else:
+        assert (server.commands_after_dot, server.rsets, server.noops) == (0, 2, 5)
+
+
+@PIPELINING
+def test_a_connection_lost_after_a_dot_mid_batch(server: LoopbackSmtp, pipelining: bool) -> None:
+    """The server takes c1 and the connection dies before its 250: c1 is UNCERTAIN (never
+    re-sent). Pipelined, c2's envelope went out behind c1's dot and was lost with the
+    connection: nothing of c2 was handed over, so it is TRANSIENT (sent by a later pass);
+    stepwise, c2 had not started and goes out. The rest go out on a reopened connection."""
+    server.offer_pipelining = pipelining
+    server.drop_after_dot_to = {"c1@example.org"}
+    with SmtpTransport(config(server)) as transport:
+        results = list(transport.send_all(batch(5)))
+    second = SendOutcome.TRANSIENT if pipelining else SendOutcome.SENT
+    assert [(r.key, r.outcome) for r in results] == [
+        ("batch-0", SendOutcome.SENT), ("batch-1", SendOutcome.UNCERTAIN), ("batch-2", second),
+        ("batch-3", SendOutcome.SENT), ("batch-4", SendOutcome.SENT)]
+    assert "no reply after the message was handed over" in (results[1].error or "")
+    received = [m.rcpt_tos[0] for m in server.messages]
+    assert received == [f"c{i}@example.org" for i in ((0, 1, 3, 4) if pipelining
+                                                      else (0, 1, 2, 3, 4))]
+    assert server.count_connections == 2
+    # c0->c1, c1->c2 (lost), c3->c4; stepwise, never.
+    assert server.commands_after_dot == (3 if pipelining else 0)
+
+
+@PIPELINING
+def test_each_result_is_handed_back_before_the_next_message_goes_out(
+    server: LoopbackSmtp, pipelining: bool
+) -> None:
+    """When the server reads a message's content, the caller already holds the result of every
+    message before it (so it can record each one first): the transport hands over message N+1
+    only when asked for the result after N's."""
+    server.offer_pipelining = pipelining
+    taken: list[SendOutcome] = []
+    seen_at_dot: list[tuple[str, int]] = []
+    server.on_content = lambda envelope: seen_at_dot.append((envelope.rcpt_tos[0], len(taken)))
+    with SmtpTransport(config(server)) as transport:
+        for result in transport.send_all(batch(5)):
+            taken.append(result.outcome)
+    assert taken == [SendOutcome.SENT] * 5
+    assert seen_at_dot == [(f"c{i}@example.org", i) for i in range(5)]
+    assert server.commands_after_dot == (4 if pipelining else 0)
+
+
 def test_greeting_refusal_holds_the_batch(server: LoopbackSmtp) -> None:
     """554 at the greeting is the server refusing us: HELD with a transport fault, one try."""
     server.greeting_reply = "554 5.7.1 no service for you"
