@@ -5,6 +5,20 @@ records each result right after. A crash between "SMTP accepted" and "recorded a
 row in `sending`; the next delivery marks such rows `uncertain` and tells the owner, rather than
 sending them a second time. So does a message the server took with no reply after it.
 
+Chat alerts go first, one post each; then the mail, over one connection (`Transport.send_all`),
+which a pipelining server gets one round-trip a message: message N's content and final dot
+travel with N+1's envelope (`tasks.mail.smtp`). Recording does not lag behind that: the transport
+yields N's result when the reply to N's dot is read, and writes N+1's content only when asked
+for the next result, i.e. after N's row is committed. So a crash leaves at most one message whose
+fate is unrecorded (in `sending`: later `uncertain`, never re-sent). N+1's envelope alone may
+already be on the wire; an envelope delivers nothing, and if the connection dies there N+1 is
+transient (retried), N uncertain. Letting the record lag one message (N+1's content out before
+N's commit) would never resend either, both rows staying `sending`, and would take the commit off
+the round-trip; but a crash in that window would make a known result uncertain and tell the owner
+for nothing, and a commit costs milliseconds where a round-trip costs tens: it does not lag. What
+a message costs besides: the claimed row is written back without being read again, and the next
+message's MIME is built while the reply to this one is on its way (`tasks.mail.smtp`).
+
 What each SMTP outcome does to a row (the transport decides the outcome, `tasks.mail.smtp`):
 sent -> sent; transient -> queued again after a backoff (client mail: inside its send window),
 failed after MAX_ATTEMPTS; permanent -> failed, owner told; uncertain -> uncertain, owner told,

@@ -1,9 +1,10 @@
 """One SMTP transaction's envelope: MAIL, each RCPT and DATA, and what their replies decide.
 
-Where the server offers PIPELINING (RFC 2920; most providers do) the three go out in one
-round-trip and their replies are read in order; elsewhere one round-trip each. Either way the
-replies come back as a list the transport reads with `refusal` and `refused_recipients`, so the
-two exchanges cannot decide differently.
+Where the server offers PIPELINING (RFC 2920; most providers do) the three go out in one write
+(`commands`) and their replies are read in order (`replies`): on their own (`pipelined`), or
+behind the previous message's final dot, which the transport writes with them; elsewhere one
+round-trip each (`step_by_step`). Either way the replies come back as a list the transport reads
+with `refusal` and `refused_recipients`, so the exchanges cannot decide differently.
 """
 
 from __future__ import annotations

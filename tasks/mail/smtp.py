@@ -1,4 +1,6 @@
-"""SMTP delivery through yagmail: one login per batch, each message one transaction.
+"""SMTP delivery through yagmail: one login per batch, each message one transaction, and where
+the server offers PIPELINING (RFC 2920) one round-trip a message: each message's content and
+final dot go out in one write with the next message's MAIL, RCPT and DATA (`send_all`).
 
 Facts about yagmail 0.15 (``yagmail/sender.py``) this module relies on:
 
@@ -109,13 +111,15 @@ class SmtpConfig:
 class SmtpTransport(Transport):
     """SMTP transport: one yagmail connection (one login) per batch, reopened at most once.
 
-    Each message is one SMTP transaction whose every reply is read (MAIL, RCPT and DATA in one
-    round-trip where the server offers PIPELINING: `tasks.mail.envelope`), so every outcome is
-    decided by what is known: a refusal at MAIL, RCPT or DATA is followed by RSET before the next
+    Each message is one SMTP transaction whose every reply is read, so every outcome is decided
+    by what is known: a refusal at MAIL, RCPT or DATA is followed by RSET before the next
     transaction; a connection lost before the final dot is TRANSIENT (the server discards an
     unfinished message); no reply after the final dot is UNCERTAIN (the server may have taken
-    it) and is never re-sent. Opening costs at most ``connect_timeout`` per step and happens at
-    most ``1 + max_reopens`` times per batch, however many messages are waiting.
+    it) and is never re-sent. Where the server offers PIPELINING, MAIL, RCPT and DATA go out in
+    one write (`tasks.mail.envelope`), and in a batch (`send_all`) behind the previous
+    message's final dot, so a message costs one round-trip; elsewhere one round-trip a command.
+    Opening costs at most ``connect_timeout`` per step and happens at most ``1 + max_reopens``
+    times per batch, however many messages are waiting.
     """
 
     def __init__(self, config: SmtpConfig, *, max_reopens: int = 1) -> None:

@@ -1,8 +1,9 @@
-"""Mail throughput: the outbox's batch delivery (one SMTP connection per batch) against one
-connection + login per message through the same outbox, and against bare yagmail, to the
-loopback SMTP server with AUTH, plain and STARTTLS; and the same with STARTTLS across a network
-(`--mail-rtt`, 30 ms round-trip by default: tests/bench/network.py), where what a connection
-and a login cost shows."""
+"""Mail throughput: the outbox's batch delivery (one SMTP connection per batch, pipelined across
+messages where the server offers PIPELINING: one round-trip a message) against one connection +
+login per message through the same outbox, and against bare yagmail, to the loopback SMTP server
+with AUTH, plain and STARTTLS; and the same with STARTTLS across a network (`--mail-rtt`, 30 ms
+round-trip by default: tests/bench/network.py), where what a connection, a login and each
+round-trip cost shows."""
 
 from __future__ import annotations
 
@@ -171,7 +172,8 @@ def table(m: dict[str, Any]) -> list[str]:
              "| path | plain msg/s | STARTTLS msg/s | SMTP connections |"
              + (" STARTTLS over the network, msg/s |" if net else ""),
              "|---|---|---|---|" + ("---|" if net else "")]
-    labels = {"outbox_batch": "outbox, one connection per batch",
+    labels = {"outbox_batch": "outbox, one connection per batch, pipelined (one round-trip "
+                              "a message)",
               "outbox_per_message": "outbox, connection + login per message",
               "yagmail_default": "yagmail default (`send()` logs in on every call), "
                                  "no outbox"}
