@@ -316,7 +316,7 @@ class SmtpTransport(Transport):
                     current, written, ready = following, False, None
                 in_flight = written
                 replies = self._envelope(current, written)
-                in_flight = False
+                in_flight = not isinstance(replies, SendResult)  # the server awaits the content
                 if isinstance(replies, SendResult):
                     yield replies
                     continue
@@ -331,7 +331,6 @@ class SmtpTransport(Transport):
                         yield unsendable  # refused before anything of it went out
                     else:
                         ahead, ready = ready, None
-                in_flight = True
                 result = self._write_message(current, ahead)
                 if result is None:
                     if pipelining and ready is None:

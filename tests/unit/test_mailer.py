@@ -395,6 +395,23 @@ def test_each_result_is_handed_back_before_the_next_message_goes_out(
     assert server.commands_after_dot == (4 if pipelining else 0)
 
 
+def test_a_batch_abandoned_midway_hands_over_nothing_more(server: LoopbackSmtp) -> None:
+    """A caller that stops asking (say, recording a result failed) leaves the next envelope on
+    the wire with its replies unread: that connection is dropped, not reused in an unknown
+    state, so the next message goes out whole on a new one and nothing else arrives."""
+    with SmtpTransport(config(server)) as transport:
+        results = transport.send_all(batch(3))
+        first = next(results)
+        results.close()
+        later = transport.send(make_msg("later", to=("later@example.org",)))
+    assert first.outcome is later.outcome is SendOutcome.SENT
+    assert [m.rcpt_tos for m in server.messages] == [("c0@example.org",),
+                                                     ("later@example.org",)]
+    assert [m.message["Message-ID"] for m in server.messages] == [first.message_id,
+                                                                  later.message_id]
+    assert server.count_connections == 2
+
+
 def test_greeting_refusal_holds_the_batch(server: LoopbackSmtp) -> None:
     """554 at the greeting is the server refusing us: HELD with a transport fault, one try."""
     server.greeting_reply = "554 5.7.1 no service for you"
