@@ -38,7 +38,7 @@ from tasks.mail.outbox import (
     enqueue_many,
 )
 from tasks.onboarding import records
-from tests.factories import new_onboarding
+from tests.factories import new_onboarding, statements_sent
 from tests.smtp_server import LoopbackSmtp
 
 NY = ZoneInfo("America/New_York")
@@ -384,6 +384,26 @@ def test_a_pipelined_batch_records_each_result_before_the_next_message_goes_out(
     assert [m.rcpt_tos for m in smtp.messages].count(("c4@example.org",)) == 1
     assert [m.rcpt_tos for m in smtp.messages].count(("c3@example.org",)) == 1
     assert [m.rcpt_tos for m in smtp.messages].count((OWNER,)) == 3
+
+
+def test_a_pass_reads_in_a_fixed_number_of_statements(
+        factory: sessionmaker[Session], playbook: Playbook, ob_id: int, smtp: LoopbackSmtp,
+        db_url: str) -> None:
+    # Each message costs its own writes (its row, its event: one transaction) and no read:
+    # the rows claimed are written back as they were loaded.
+    batch = drafts(factory, playbook, ob_id, 10)
+    queue(factory, playbook, batch[:2])
+    with statements_sent(db_url) as two:
+        assert counts(send(factory, playbook, NOW)) == (2, 0, 0, 0)
+    queue(factory, playbook, batch[2:])
+    with statements_sent(db_url) as eight:
+        assert counts(send(factory, playbook, NOW)) == (8, 0, 0, 0)
+
+    def reads(sent: list[str]) -> list[str]:
+        return [s for s in sent if s.lstrip().upper().startswith("SELECT")]
+
+    assert len(reads(eight)) == len(reads(two)), "\n".join(reads(eight))
+    assert (len(eight) - len(two)) % 6 == 0 and len(eight) > len(two)
 
 
 def test_a_server_without_pipelining_gets_the_batch_one_step_at_a_time(
