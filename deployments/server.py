@@ -30,7 +30,7 @@ SERVICE_BATCHING = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "2",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "50",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
-    # A paced start is picked up within the runner's 2 s poll; marking a run Late after 15 s (the
+    # A paced start is picked up within the runner's 1 s poll; marking a run Late after 15 s (the
     # default) only adds state writes in a burst, each in a deferred transaction, the kind that
     # failed with "database is locked". A run not taken within a minute is still shown Late.
     "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "60",

@@ -27,10 +27,14 @@ def count_runs(api: str, state_name: str) -> int:
 
 
 def tree(pid: int) -> tuple[int, float]:
-    """(child processes, RSS MiB of the process and its children)."""
+    """(child processes, RSS MiB of the process and its children): the runs a runner holds.
+
+    The warm CLI process `serve` starts beside the runner (and the commands it forks) is not
+    one: it is there whether clients wait or not, and counted in neither."""
     try:
         parent = psutil.Process(pid)
-        children = parent.children(recursive=True)
+        children = [process for child in parent.children() if not _warm_cli(child)
+                    for process in (child, *_descendants(child))]
         rss = parent.memory_info().rss
         for child in children:
             try:
@@ -40,6 +44,20 @@ def tree(pid: int) -> tuple[int, float]:
         return len(children), rss / 2**20
     except psutil.NoSuchProcess:
         return 0, 0.0
+
+
+def _warm_cli(process: psutil.Process) -> bool:
+    try:
+        return "deployments.warm" in process.cmdline()
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _descendants(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return list(process.children(recursive=True))
+    except psutil.NoSuchProcess:
+        return []
 
 
 def wait_for(what: str, probe: Callable[[], bool], timeout: float) -> float:

@@ -3,7 +3,8 @@ stage-transition row, for one client at a time and with three VAs recording at o
 down with the run's own state timestamps (Suspended → Resuming: the wake-up; Resuming → Pending:
 the runner's poll; Pending → Running: a fresh engine process; Running → the transition row: the
 flow body replayed up to the move); beside the floor of each on Prefect 3.9: the same runner
-poll and process start for an empty flow, and the imports alone in a fresh process."""
+poll and process start for an empty flow (on a runner like handoff's: the same poll, its runs at
+the same lower priority), and the imports alone in a fresh process."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect import flow
 
+from deployments.serve import RUNNER_ENV
 from tests.bench import stagemove
 from tests.bench.common import OUT, PY, ROOT, Part, log, median, p95
 from tests.bench.stack import count_runs, new_clients, prefect_stack, tree, wait_for
@@ -96,7 +97,8 @@ def bench_waiting(clients: int, naive: int, resumes: int, single: int) -> dict[s
         naive_log = (home / "naive-runner.log").open("ab")
         naive_proc = subprocess.Popen([PY, "-m", "tests.bench", "_run",
                                        "tests.bench.waiting:naive_runner"], cwd=ROOT,
-                                      env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"},
+                                      env={**env, "PREFECT_RUNNER_POLL_FREQUENCY":
+                                           RUNNER_ENV["PREFECT_RUNNER_POLL_FREQUENCY"]},
                                       stdout=naive_log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         try:

@@ -1,7 +1,8 @@
 """`python -m deployments.serve` owns the Prefect server it starts: it refuses a port taken by
 something else, Ctrl-C stops the server before it says "stopped", and a SIGKILL of the serving
-process takes its server with it (no orphan for the next start to pick up silently). The runner
-runs at a lower CPU priority than the server it started."""
+process takes its server with it (no orphan for the next start to pick up silently). The runs the
+runner starts run at a lower CPU priority; the runner, which polls for them, and the server it
+started do not."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 
 from deployments.server import port_in_use
 from tasks.prefect.offline import OFFLINE
-from tests.flow.conftest import ROOT, free_port
+from tests.flow.conftest import ROOT, free_port, wait_for_deployment
 
 
 def alive(pid: int) -> bool:
@@ -34,6 +37,19 @@ def alive(pid: int) -> bool:
 def niceness(pid: int) -> int:
     """The nice value of a process's main thread (field 19 of /proc/PID/stat)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def run_niceness(runner: int) -> list[int]:
+    """The nice values of the flow-run processes the runner holds now (multiprocessing spawns
+    each run; the warm CLI process beside it is not one)."""
+    seen = []
+    for child in psutil.Process(runner).children():
+        try:
+            if "multiprocessing.spawn" in " ".join(child.cmdline()):
+                seen.append(niceness(child.pid))
+        except (psutil.NoSuchProcess, FileNotFoundError):
+            pass
+    return seen
 
 
 def wait_for(what: str, check: object, timeout: float) -> None:
@@ -92,10 +108,23 @@ def test_serve_owns_its_prefect_server(tmp_path: Path, served: list[Serve]) -> N
     served.append(first)
     server = first.server_pid()
     assert alive(server) and port_in_use(port)
-    # The runner (and every run it starts) yields the CPU; the Prefect server it started does not.
-    wait_for("the runner to lower its priority", lambda: niceness(first.process.pid) == 10,
-             timeout=120)
-    assert niceness(server) == os.getpriority(os.PRIO_PROCESS, 0) < 10
+    # Every run the runner starts yields the CPU; the runner itself and the Prefect server it
+    # started do not.
+    api = f"http://127.0.0.1:{port}/api"
+    wait_for_deployment(api, "start-queued-runs/start-queued-runs", timeout=120)
+    deployment = httpx.get(f"{api}/deployments/name/start-queued-runs/start-queued-runs",
+                           timeout=10).json()
+    httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={},
+               timeout=10).raise_for_status()
+    seen: set[int] = set()
+
+    def a_run_yields() -> bool:
+        seen.update(run_niceness(first.process.pid))
+        return 10 in seen
+
+    wait_for("a run process at the runs' priority", a_run_yields, timeout=120)
+    assert niceness(first.process.pid) == niceness(server) == os.getpriority(
+        os.PRIO_PROCESS, 0) < 10
     # Its warm CLI process answers `handoff` (counted when it stops, below).
     wait_for("the warm CLI", lambda: "warm CLI: ready" in first.output, timeout=120)
     helped = subprocess.run([str(Path(sys.executable).with_name("handoff")), "--help"],

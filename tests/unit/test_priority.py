@@ -43,3 +43,21 @@ def test_it_never_raises_a_priority() -> None:
     thread.start()
     thread.join()
     assert result[1] == result[0] == os.nice(0) + 5
+
+
+def niceness_after_importing_serve_as(name: str, niceness: int) -> int:
+    """Import deployments/serve.py in a fresh process under the module name `name`, as
+    multiprocessing's spawn does in a flow run the runner starts (`__mp_main__`, through this
+    very call); the process's nice value afterwards."""
+    code = ("import os, runpy; "
+            f"runpy.run_module('deployments.serve', run_name={name!r}, alter_sys=True); "
+            "print(os.nice(0))")
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env={**os.environ, "HANDOFF_RUN_NICENESS":
+                                               str(niceness)}).stdout)
+
+
+def test_a_run_the_runner_spawned_yields_from_its_first_import_and_the_runner_does_not() -> None:
+    before = os.nice(0)
+    assert niceness_after_importing_serve_as("__mp_main__", before + 6) == before + 6
+    assert niceness_after_importing_serve_as("deployments.serve", before + 6) == before
