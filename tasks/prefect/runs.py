@@ -3,7 +3,8 @@
 Both are best effort by design: the database is the record of truth, so when the Prefect server
 is down, or answers /health but not its API, the fact is kept and the reconcile flow catches the
 run up later. Every call has short connect and read timeouts (`HANDOFF_PREFECT_TIMEOUT`, 5 s)
-and no client-side retries, so a hung server costs the VA seconds, not minutes.
+and a call that timed out is not tried again, so a hung server costs the VA seconds, not
+minutes (the wake-up tries again only a server that answers it is busy: tasks/prefect/wake.py).
 """
 
 from __future__ import annotations
