@@ -35,11 +35,13 @@ def lower_run_priority(niceness: int) -> int:
 def lower_spawned_run_priority(module_name: str) -> bool:
     """Lower this process's priority when it is a flow run the runner spawned; say whether it is.
 
-    Call it at the top of the runner's main module with `__name__`. Prefect's runner starts each
-    run it serves in a process of its own with multiprocessing's spawn method, which first
-    re-imports the parent's main module under the name `__mp_main__`: so the run yields the CPU
-    from its first import on (Prefect's and the flow's, most of a start's CPU), while the
-    runner's thread, which polls for runs to start, keeps normal priority.
+    Call it at the top of the runner's main module with `__name__`. A runner given the flows
+    themselves (`Runner.add_flow`, as deployments/serve.py does) starts each run in a process of
+    its own with multiprocessing's spawn method, which first re-imports the parent's main module
+    under the name `__mp_main__` (a main module named `__main__`, run as `python -m package`,
+    is not re-imported: this then never sees the run). So the run yields the CPU from its first
+    import on (Prefect's and the flow's, most of a start's CPU), while the runner's thread, which
+    polls for runs to start, keeps normal priority.
     """
     if module_name != "__mp_main__":
         return False

@@ -37,8 +37,8 @@ RUNNER_ENV = {
 }
 
 
-def deployments(limit_tags: list[str] | None = None) -> list[object]:
-    """Every handoff deployment, from one place."""
+def served_flows(limit_tags: list[str] | None = None) -> list[tuple[Any, dict[str, Any]]]:
+    """Every handoff deployment, from one place: each flow and how it is deployed."""
     from prefect.schedules import Cron
 
     from db.playbook import get_playbook
@@ -51,63 +51,68 @@ def deployments(limit_tags: list[str] | None = None) -> list[object]:
     tz = get_playbook().calendar.timezone
     tags = ["handoff", *(limit_tags or [])]
     return [
-        client_onboarding.to_deployment(
+        (client_onboarding, dict(
             name="client-onboarding", tags=tags,
-            description="One client's onboarding; started by `handoff onboard`."),
-        reminder_sweep.to_deployment(
+            description="One client's onboarding; started by `handoff onboard`.")),
+        (reminder_sweep, dict(
             # Every hour, every day: a client in another timezone is mailed in their own
             # working hours, which may be the business's night or weekend.
             name="reminder-sweep", tags=tags, schedule=Cron("0 * * * *", timezone=tz),
             concurrency_limit=1,
             description="Reminder cadences and client mail, hourly, day and night (clients "
-                        "abroad are mailed in their own working hours)."),
-        escalation_sweep.to_deployment(
+                        "abroad are mailed in their own working hours).")),
+        (escalation_sweep, dict(
             name="escalation-sweep", tags=tags, schedule=Cron("15 8-18 * * 1-5", timezone=tz),
             concurrency_limit=1,
-            description="Escalation thresholds and blocker paths, hourly through the day."),
-        reconcile.to_deployment(
+            description="Escalation thresholds and blocker paths, hourly through the day.")),
+        (reconcile, dict(
             name="reconcile", tags=tags, schedule=Cron("*/5 * * * *", timezone=tz),
             concurrency_limit=1,
-            description="Start missing runs, resume waiting runs whose condition is met."),
-        inbox_sweep.to_deployment(
+            description="Start missing runs, resume waiting runs whose condition is met.")),
+        (inbox_sweep, dict(
             name="inbox-sweep", tags=tags, schedule=Cron("*/5 * * * *", timezone=tz),
             concurrency_limit=1,
             description="Client replies, auto-replies and bounces from the onboarding mailbox, "
-                        "every 5 minutes in business and off hours."),
-        start_queued_runs.to_deployment(
+                        "every 5 minutes in business and off hours.")),
+        (start_queued_runs, dict(
             name="start-queued-runs", tags=tags, concurrency_limit=1,
             description="Starts queued client runs as earlier ones reach Suspended; started "
-                        "by whoever queues them (onboard, import, webhooks, reconcile)."),
-        weekly_review.to_deployment(
+                        "by whoever queues them (onboard, import, webhooks, reconcile).")),
+        (weekly_review, dict(
             name="weekly-review", tags=tags, schedule=Cron("0 8 * * 1", timezone=tz),
             concurrency_limit=1,
             description="Monday 08:00: stage aging, blockers, threshold breaks to actions, "
-                        "risks; e-mailed to the founder."),
-        monthly_memo.to_deployment(
+                        "risks; e-mailed to the founder.")),
+        (monthly_memo, dict(
             name="monthly-memo", tags=tags, schedule=Cron("0 7 1 * *", timezone=tz),
             concurrency_limit=1,
-            description="1st of the month: the founder's one-page memo with charts and CSV."),
-        quarterly_reset.to_deployment(
+            description="1st of the month: the founder's one-page memo with charts and CSV.")),
+        (quarterly_reset, dict(
             name="quarterly-reset", tags=tags,
             schedule=Cron("0 9 1-3 1,4,7,10 1-5", timezone=tz, day_or=False),
             concurrency_limit=1,
             description="First business day of each quarter (once per quarter by its key): "
-                        "the reset checklist with data."),
-        post_onboarding_audit.to_deployment(
+                        "the reset checklist with data.")),
+        (post_onboarding_audit, dict(
             name="post-onboarding-audit", tags=tags, schedule=Cron("30 6 * * *", timezone=tz),
             concurrency_limit=1,
-            description="Daily: the 30-day audit of clients handed off 30 days ago."),
-        new_client.to_deployment(
+            description="Daily: the 30-day audit of clients handed off 30 days ago.")),
+        (new_client, dict(
             name="new-client", tags=tags,
             description="Start a client from the Prefect UI: Run → Custom run, fill in the "
                         "deal, Submit. Checked like `handoff onboard`; bad input fails this run "
-                        "with one line and records nothing."),
-        crm_poll.to_deployment(
+                        "with one line and records nothing.")),
+        (crm_poll, dict(
             name="crm-poll", tags=tags, schedule=Cron("*/10 * * * *", timezone=tz),
             concurrency_limit=1,
             description="Every 10 minutes: won deals from HubSpot / Pipedrive since the stored "
-                        "cursor (for installations without a public webhook URL)."),
+                        "cursor (for installations without a public webhook URL).")),
     ]
+
+
+def deployments(limit_tags: list[str] | None = None) -> list[object]:
+    """Every handoff deployment as a Prefect deployment (what the workers' set-up deploys)."""
+    return [flow.to_deployment(**how) for flow, how in served_flows(limit_tags)]
 
 
 def configure_runner_env() -> None:
@@ -139,16 +144,31 @@ def compile_sources() -> bool:
 
 
 def serve_all(limit: int) -> None:
-    """Serve every deployment from this process; blocks until interrupted."""
-    from prefect import serve
+    """Serve every deployment from this process; blocks until interrupted.
+
+    Each flow is added to the runner as the flow itself (`add_flow`, as `flow.serve()` does),
+    not as a deployment object (`prefect.serve`): the runner then starts a run by spawning a
+    process (multiprocessing) that imports this module first and so yields the CPU from its
+    first import on (above), rather than `python -m prefect.engine`, which would inherit the
+    priority of the runner's thread. That thread, which polls for runs to start, keeps normal
+    priority: niced, its poll waited behind every busy process on a loaded machine.
+    """
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
 
     from deployments.automations import ensure_zombie_automation
 
     configure_runner_env()
     ensure_zombie_automation(int(os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]))
-    # The runs it starts yield the CPU (each lowers its own priority as it starts, above); this
-    # thread, which polls for runs to start, does not.
-    serve(*deployments(), limit=limit)  # type: ignore[arg-type]
+    runner = Runner(limit=limit)
+    for flow, how in served_flows():
+        runner.add_flow(flow, **how)
+    try:
+        asyncio.run(runner.start())
+    except TerminationSignal:  # SIGTERM while serving, as prefect.serve treats it
+        pass
 
 
 def start_warm_cli() -> subprocess.Popen[bytes] | None:

@@ -24,13 +24,8 @@ import time
 from typing import Any
 
 import tests.bench
-from deployments.priority import lower_spawned_run_priority
 from tasks.prefect.offline import stay_offline
 from tests.bench.common import OUT, Part, load, log, machine
-
-# A runner started with `_run` (the waiting part's naive design and empty flow) starts its runs
-# as handoff's does: they yield the CPU, it does not (deployments/priority.py).
-lower_spawned_run_priority(__name__)
 
 
 def parts() -> list[Part]:

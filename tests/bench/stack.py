@@ -29,11 +29,12 @@ def count_runs(api: str, state_name: str) -> int:
 def tree(pid: int) -> tuple[int, float]:
     """(child processes, RSS MiB of the process and its children): the runs a runner holds.
 
-    The warm CLI process `serve` starts beside the runner (and the commands it forks) is not
-    one: it is there whether clients wait or not, and counted in neither."""
+    Neither the warm CLI process `serve` starts beside the runner (and the commands it forks)
+    nor multiprocessing's resource tracker (started with the first run the runner spawns) is
+    one: each is there whether clients wait or not, and counted in neither."""
     try:
         parent = psutil.Process(pid)
-        children = [process for child in parent.children() if not _warm_cli(child)
+        children = [process for child in parent.children() if not _beside_runs(child)
                     for process in (child, *_descendants(child))]
         rss = parent.memory_info().rss
         for child in children:
@@ -46,11 +47,12 @@ def tree(pid: int) -> tuple[int, float]:
         return 0, 0.0
 
 
-def _warm_cli(process: psutil.Process) -> bool:
+def _beside_runs(process: psutil.Process) -> bool:
     try:
-        return "deployments.warm" in process.cmdline()
+        command = " ".join(process.cmdline())
     except psutil.NoSuchProcess:
         return False
+    return "deployments.warm" in command or "multiprocessing.resource_tracker" in command
 
 
 def _descendants(process: psutil.Process) -> list[psutil.Process]:

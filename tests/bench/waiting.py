@@ -40,13 +40,6 @@ def naive_onboarding(onboarding_id: int) -> str:
         time.sleep(NAIVE_POLL_SECONDS)
 
 
-def naive_runner() -> None:
-    """Serve the naive design from its own runner (one process per waiting client)."""
-    from prefect import serve
-
-    serve(naive_onboarding.to_deployment(name="naive"),  # type: ignore[arg-type]
-          stagemove.empty_flow.to_deployment(name="empty"), limit=200)
-
 def bench_waiting(clients: int, naive: int, resumes: int, single: int) -> dict[str, Any]:
 
     from db.session import dispose_all
@@ -95,8 +88,7 @@ def bench_waiting(clients: int, naive: int, resumes: int, single: int) -> dict[s
         # The naive design at a size this machine holds.
         log(f"waiting: naive design, {naive} polling flows")
         naive_log = (home / "naive-runner.log").open("ab")
-        naive_proc = subprocess.Popen([PY, "-m", "tests.bench", "_run",
-                                       "tests.bench.waiting:naive_runner"], cwd=ROOT,
+        naive_proc = subprocess.Popen([PY, "-m", "tests.bench.floor_runner"], cwd=ROOT,
                                       env={**env, "PREFECT_RUNNER_POLL_FREQUENCY":
                                            RUNNER_ENV["PREFECT_RUNNER_POLL_FREQUENCY"]},
                                       stdout=naive_log, stderr=subprocess.STDOUT,

@@ -75,8 +75,16 @@ def stage_of(stack: Stack, ob_id: int) -> str:
 
 
 def runner_children(stack: Stack) -> list[psutil.Process]:
-    """Flow-run processes the runner holds right now."""
-    return psutil.Process(stack.runner.pid).children(recursive=True)
+    """Flow-run processes the runner holds right now (not multiprocessing's resource tracker,
+    one process whatever the number of runs, which it starts with the first run it spawns)."""
+    held = []
+    for child in psutil.Process(stack.runner.pid).children(recursive=True):
+        try:
+            if "multiprocessing.resource_tracker" not in " ".join(child.cmdline()):
+                held.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return held
 
 
 def record(stack: Stack, *args: str) -> str:
