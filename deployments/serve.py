@@ -156,19 +156,30 @@ def serve_all(limit: int) -> None:
     import asyncio
 
     from prefect.exceptions import TerminationSignal
-    from prefect.runner import Runner
 
     from deployments.automations import ensure_zombie_automation
 
     configure_runner_env()
     ensure_zombie_automation(int(os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]))
-    runner = Runner(limit=limit)
+    runner = new_runner(limit)
     for flow, how in served_flows():
         runner.add_flow(flow, **how)
     try:
         asyncio.run(runner.start())
     except TerminationSignal:  # SIGTERM while serving, as prefect.serve treats it
         pass
+
+
+def new_runner(limit: int) -> Any:
+    """The runner, polling as RUNNER_ENV says (call configure_runner_env first).
+
+    Given explicitly: Prefect reads its settings once, when this process first imports it, and
+    that is before configure_runner_env sets RUNNER_ENV here, so the runner read the setting's
+    default (10 s) and picked a resumed run up ~5 s after it was told, not ~1 s.
+    """
+    from prefect.runner import Runner
+
+    return Runner(limit=limit, query_seconds=float(os.environ["PREFECT_RUNNER_POLL_FREQUENCY"]))
 
 
 def start_warm_cli() -> subprocess.Popen[bytes] | None:
