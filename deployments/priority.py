@@ -5,9 +5,9 @@ start at once, each a Python process busy for seconds. On a small machine they t
 VA's `handoff` commands, the portal and the Prefect API (the UI) needed. Niced, they still use
 every idle cycle, but yield to a person's request the moment one comes.
 
-Only the runs: the runner's own thread keeps normal priority. It is cheap (a poll every second or
-two), and niced it waited behind every busy process for each poll, so a resumed run sat
-Resuming for seconds on a loaded machine before the runner even picked it up.
+Only the runs: the runner's own thread keeps normal priority. It is cheap (a poll a second), and
+niced, each poll would wait behind every busy process on a loaded machine before a resumed run is
+even picked up.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def serve_all(limit: int) -> None:
     process (multiprocessing) that imports this module first and so yields the CPU from its
     first import on (above), rather than `python -m prefect.engine`, which would inherit the
     priority of the runner's thread. That thread, which polls for runs to start, keeps normal
-    priority: niced, its poll waited behind every busy process on a loaded machine.
+    priority: niced, its poll would wait behind every busy process on a loaded machine.
     """
     import asyncio
 
