@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from db.validation import HandoffError
-from deployments.cli.common import JsonOpt, emit, fail, guarded
+from deployments.cli.common import BUSY_EXIT, JsonOpt, emit, fail, guarded
 
 app = typer.Typer()
 
@@ -42,6 +42,9 @@ def _summary(report: dict[str, Any]) -> str:
 @guarded
 def reconcile_cmd(as_json: JsonOpt = False) -> None:
     """Start missing client runs, resume runs whose condition is met, restart dead runs."""
+    from sqlalchemy.exc import OperationalError
+
+    from db.session import is_busy
     from tasks.prefect.reconcile import reconcile_runs
     from tasks.prefect.runs import (
         no_answer,
@@ -52,10 +55,18 @@ def reconcile_cmd(as_json: JsonOpt = False) -> None:
 
     if not server_reachable():
         raise HandoffError(unreachable_note())
+    # Other reconciles may run at the same time (other VAs, the served flow): the database
+    # decides which of them does what, so both succeed. What stops one is a server or database
+    # busier than its retries; what it did before is kept, and running it again does the rest.
+    again = "reconcile stopped part-way; run it again (nothing is done twice)"
     try:
         report = reconcile_runs()
     except prefect_failures() as exc:
-        raise fail(f"{no_answer(exc)}; nothing changed, try again once it answers", 1) from None
+        raise fail(f"{no_answer(exc)}; {again} once it answers", 1) from None
+    except OperationalError as exc:
+        if not is_busy(exc):
+            raise
+        raise fail(f"the database is busy; {again}", BUSY_EXIT) from None
     data = {"started": report.started, "resumed": report.resumed, "restarted": report.restarted}
     emit(as_json, data, f"started {report.started}, resumed {report.resumed}, "
                         f"restarted {report.restarted}")

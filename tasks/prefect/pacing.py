@@ -16,14 +16,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
 from db.models import RunStart, utcnow
 from db.session import transaction
 from db.settings import get_settings
+from tasks.onboarding import records
 from tasks.prefect.runs import (
     create_run,
+    no_answer,
     no_answer_note,
     prefect_failures,
     prefect_settings,
@@ -44,19 +46,28 @@ class StartReport:
     unanswered: str | None = None  # why the pass stopped early: the server did not answer
 
 
-def request_start(session: Session, onboarding_id: int, *, attempt: int = 0) -> None:
-    """Queue a start for the client's run; asking twice queues it once (the newer attempt)."""
-    row = session.get(RunStart, onboarding_id)
+def request_start(session: Session, onboarding_id: int, *, attempt: int = 0) -> bool:
+    """Queue a start for the client's run; asking twice queues it once (the newer attempt).
+    True when this call queued it or raised its attempt; False when it was queued already.
+
+    The client's row is locked first (on SQLite the transaction holds the write lock anyway), so
+    two writers asking at once — two reconciles, a reconcile and `handoff onboard` — are served
+    one after the other: the second sees the first's row instead of inserting a duplicate."""
+    records.get_onboarding(session, onboarding_id, for_update=True)
+    row = session.get(RunStart, onboarding_id, populate_existing=True)
     if row is None:
         session.add(RunStart(onboarding_id=onboarding_id, requested_at=utcnow(),
                              attempt=attempt))
-    elif attempt > row.attempt:
+        return True
+    if attempt > row.attempt:
         row.attempt = attempt
+        return True
+    return False
 
 
 def queued_ids() -> set[int]:
     """Clients whose start is queued."""
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         return set(session.scalars(select(RunStart.onboarding_id)))
 
 
@@ -99,33 +110,44 @@ def start_queued() -> StartReport:
                                    .limit(max(free, 0))).tuples())
     for onboarding_id, attempt in due:
         try:
-            report.started[onboarding_id] = create_run(onboarding_id, attempt)
+            page = create_run(onboarding_id, attempt)
         except prefect_failures() as exc:
             # Not answered in time (the run may even exist): the start stays queued, and the
             # next pass asks again with the same idempotency key. Nothing is lost.
             report.unanswered = no_answer_note(exc)
             break
         with transaction() as session:
-            session.execute(delete(RunStart).where(RunStart.onboarding_id == onboarding_id,
-                                                   RunStart.attempt == attempt))
+            done: CursorResult[Any] = session.execute(delete(RunStart).where(  # type: ignore[assignment]
+                RunStart.onboarding_id == onboarding_id, RunStart.attempt == attempt))
+        # Two passes at once may both start a client: one run (the same idempotency key), and
+        # the pass that took the start off the queue is the one that reports it.
+        if done.rowcount:
+            report.started[onboarding_id] = page
     with transaction() as session:
         report.waiting = _waiting(session)
     return report
 
 
 def kick_pacer() -> str:
-    """Make sure a start-queued-runs run is draining the queue; say how it stands."""
+    """Make sure a start-queued-runs run is draining the queue; say how it stands.
+
+    Best effort, never raises for Prefect: the starts are rows in run_starts whatever happens
+    here. Two passes kicking at once (two reconciles, an import beside a reconcile) both create
+    a pacer run, and Prefect on its SQLite database refuses the second write with HTTP 503; the
+    deployment's concurrency limit of 1 holds any second run that does get through."""
     from prefect import get_client
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
     with prefect_settings(), get_client(sync_client=True) as client:
-        if client.count_flow_runs(**_in_flight_filter(PACER.split("/")[0])):
-            return "already draining"
         try:
+            if client.count_flow_runs(**_in_flight_filter(PACER.split("/")[0])):
+                return "already draining"
             run_deployment(PACER, timeout=0, as_subflow=False)
         except ObjectNotFound:
             return f"deployment {PACER} not served; the reconcile flow starts them"
+        except prefect_failures() as exc:
+            return f"{no_answer(exc)}; the reconcile flow starts them"
     return "draining"
 
 

@@ -3,6 +3,8 @@ waiting only when it must. Running it twice in a row does nothing the second tim
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -36,7 +38,7 @@ def _active() -> list[tuple[int, str | None, bool, int]]:
     """(id, flow_run_id, exit condition met, restarts so far) for every active onboarding, in
     a fixed number of statements whatever their number."""
     playbook = get_playbook()
-    with transaction() as session:
+    with transaction(read_only=True) as session:  # SQLite: no write lock while reading them all
         runs = dict(session.connection().execute(select(Onboarding.id, Onboarding.flow_run_id)
                                     .where(Onboarding.status == "active")).tuples().all())
         problems = active_exit_problems(session, playbook)
@@ -66,38 +68,35 @@ def reconcile_runs() -> ReconcileReport:
     return report
 
 
+Start = tuple[int, str | None, int, str | None]  # onboarding, run seen, attempt, dead state
+
+
 def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]],
          states: dict[str, Any]) -> None:
-    from tasks.prefect.pacing import kick_pacer, queued_ids, request_start, start_queued
+    from tasks.prefect.pacing import kick_pacer, queued_ids, start_queued
 
-    starts: list[tuple[int, int]] = []
-    resumes: list[tuple[int, UUID]] = []
-    restarted: list[tuple[int, str | None, str]] = []
+    starts: list[Start] = []
+    resumes: list[tuple[int, UUID, UUID]] = []
     waiting = queued_ids()
     for onboarding_id, run_id, met, restarts in active:
         state = states.get(run_id) if run_id else None
         if onboarding_id in waiting:
             continue  # its start is queued already; the pacer starts it
         if state is None:
-            starts.append((onboarding_id, restarts))
-            report.started.append(onboarding_id)
+            starts.append((onboarding_id, run_id, restarts, None))
         elif state.type.value in DEAD or state.is_completed():
-            restarted.append((onboarding_id, run_id, state.name))
-            starts.append((onboarding_id, restarts + 1))
-            report.restarted.append(onboarding_id)
+            starts.append((onboarding_id, run_id, restarts + 1, state.name))
         elif state.is_paused() and state.name == WAITING and met:
-            resumes.append((onboarding_id, UUID(run_id)))  # type: ignore[arg-type]
+            resumes.append((onboarding_id, UUID(run_id), state.id))  # type: ignore[arg-type]
     _resume(report, resumes)
     # A run to start is queued, then started as capacity allows: after an outage every client
     # may need one at once, and that burst is what the pacer absorbs.
+    queued = queue_starts(starts)
+    for onboarding_id, _, _, dead in starts:
+        if onboarding_id in queued:
+            (report.started if dead is None else report.restarted).append(onboarding_id)
     # Starts queued earlier (say, while Prefect was down) are started here too, not only by the
     # pacer's next pass.
-    with transaction() as session:
-        for onboarding_id, run_id, state_name in restarted:
-            records.log_event(session, "flow_run_restarted", actor="reconcile",
-                              onboarding_id=onboarding_id, previous_run=run_id, state=state_name)
-        for onboarding_id, attempt in starts:
-            request_start(session, onboarding_id, attempt=attempt)
     if starts or waiting:
         paced = start_queued()
         report.started.extend(i for i in paced.started if i in waiting)
@@ -105,23 +104,81 @@ def _act(report: ReconcileReport, active: list[tuple[int, str | None, bool, int]
             kick_pacer()
 
 
-def _resume(report: ReconcileReport, resumes: list[tuple[int, UUID]]) -> None:
+def queue_starts(starts: list[Start]) -> set[int]:
+    """Queue these starts and restarts (logging each restart); return the clients queued.
+
+    They were decided on a read taken before, and another reconcile (a VA's, the served flow's)
+    may have acted on the same clients since. So each client's row is locked and read again
+    (SQLite: the transaction holds the write lock), in id order so that passes never deadlock:
+    a start is queued only while the client is active on the very run this pass saw, and not
+    queued already. Of passes running at once, one queues each start and logs each restart; the
+    others leave that client alone."""
+    from tasks.prefect.pacing import request_start
+
+    queued: set[int] = set()
+    if not starts:
+        return queued
+    with transaction() as session:
+        for onboarding_id, seen_run, attempt, dead in sorted(starts, key=lambda s: s[0]):
+            ob = records.get_onboarding(session, onboarding_id, for_update=True)
+            if ob.status != "active" or ob.flow_run_id != seen_run:
+                continue  # started, restarted or closed since this pass read it
+            if not request_start(session, onboarding_id, attempt=attempt):
+                continue  # another pass queued it first
+            if dead is not None:
+                records.log_event(session, "flow_run_restarted", actor="reconcile",
+                                  onboarding_id=onboarding_id, previous_run=seen_run, state=dead)
+            queued.add(onboarding_id)
+    return queued
+
+
+RESUME_PAUSES = (0.2, 0.5, 1.0)  # seconds (plus jitter) between tries of a resume answered 503
+
+
+def _resume(report: ReconcileReport, resumes: list[tuple[int, UUID, UUID]]) -> None:
     """Resume these suspended runs through one API client (the paged read above saw them
-    Suspended, so no second read per run)."""
+    Suspended, so no second read per run unless a resume is answered 503)."""
     if not resumes:
         return
     from prefect import get_client
-    from prefect.client.schemas.responses import SetStateStatus
 
     with get_client(sync_client=True) as client:
-        for onboarding_id, run_id in resumes:
-            result = client.resume_flow_run(run_id, run_input={})
-            if result.status == SetStateStatus.ACCEPT:
+        for onboarding_id, run_id, seen_state in resumes:
+            if resume_waiting(client, run_id, seen_state):
                 report.resumed.append(onboarding_id)
-            elif result.status == SetStateStatus.REJECT:
-                reason = getattr(result.details, "reason", None) or "no reason given"
-                raise RuntimeError(f"Cannot resume this run: {reason}")
-            # ABORT: it woke up between the read and the resume; nothing to do
 
 
-__all__ = ["ReconcileReport", "reconcile_runs", "remember_run"]
+def resume_waiting(client: Any, run_id: UUID, seen_state: UUID) -> bool:
+    """Resume the run if it still waits in the state `seen_state`; True when this call woke it.
+
+    Another reconcile, a VA's wake-up or the UI may resume the same run at the same moment.
+    Prefect answers the later resume ABORT (not paused any more) — or, on its SQLite database,
+    HTTP 503: both resumes read the run Suspended, the first one's write went through and the
+    second one's was refused (its read was out of date: SQLITE_BUSY_SNAPSHOT), which Prefect
+    reports as "Service Unavailable". A 503 is answered by reading the run again: woken since
+    (its state changed), there is nothing left to do; still waiting in the same state, the
+    resume is asked again after a short pause, a few times, then the 503 is raised.
+    """
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    for pause in (*RESUME_PAUSES, None):
+        try:
+            result = client.resume_flow_run(run_id, run_input={})
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 503 or pause is None:
+                raise
+            state = client.read_flow_run(run_id).state
+            if state is None or state.id != seen_state:
+                return False  # woken by someone else meanwhile
+            time.sleep(pause * (1 + random.random()))  # jitter: concurrent passes retry apart
+            continue
+        if result.status == SetStateStatus.REJECT:
+            reason = getattr(result.details, "reason", None) or "no reason given"
+            raise RuntimeError(f"Cannot resume this run: {reason}")
+        # ABORT: it woke up between the read and the resume; nothing to do
+        return bool(result.status == SetStateStatus.ACCEPT)
+    raise AssertionError("unreachable")
+
+
+__all__ = ["ReconcileReport", "queue_starts", "reconcile_runs", "remember_run", "resume_waiting"]

@@ -162,9 +162,10 @@ def create_run(onboarding_id: int, attempt: int = 0) -> str:
 
 
 def remember_run(onboarding_id: int, flow_run_id: str) -> None:
-    """Store the run id on the onboarding (plain column; no guardrail involved)."""
+    """Store the run id on the onboarding (plain column; no guardrail involved). The row is
+    locked and re-read, so two passes linking the same run at once log it once."""
     with transaction() as session:
-        ob = records.get_onboarding(session, onboarding_id)
+        ob = records.get_onboarding(session, onboarding_id, for_update=True)
         if ob.flow_run_id != flow_run_id:
             ob.flow_run_id = flow_run_id
             records.log_event(session, "flow_run_linked", actor="handoff",
