@@ -40,6 +40,12 @@ def _runs_of(stack: Stack, ob_id: int) -> list[dict[str, object]]:
     return list(response.json())
 
 
+def _unpaced(stack: Stack) -> dict[str, str]:
+    """The CLI's environment with room for every run this test starts (the runner's --limit):
+    the setup's runs start in one wave, and the passes start runs themselves, at once."""
+    return {**stack.env, "HANDOFF_RUN_STARTS_IN_FLIGHT": "10"}
+
+
 def _new_client(stack: Stack, client: str) -> int:
     """A client recorded without its run (the test decides when runs start)."""
     return int(json.loads(stack.cli(
@@ -70,7 +76,7 @@ main()
 
 
 def _reconciles_at_once(stack: Stack) -> list[subprocess.CompletedProcess[str]]:
-    procs = [subprocess.Popen([sys.executable, "-c", AT_ONCE], env=stack.env, cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-c", AT_ONCE], env=_unpaced(stack), cwd=ROOT,
                               text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for _ in range(RECONCILES)]
     for proc in procs:
@@ -92,7 +98,9 @@ def test_concurrent_reconciles_each_do_each_thing_once(stack: Stack) -> None:
     # Clients waiting at close confirmation.
     waiting = [_new_client(stack, f"Race Wake {n}") for n in range(WAKING)]
     dead_id = _new_client(stack, "Race Dead")
-    stack.cli("reconcile")
+    started = subprocess.run([str(HANDOFF), "reconcile"], env=_unpaced(stack), text=True,
+                             capture_output=True, timeout=180)
+    assert started.returncode == 0, started.stderr
     runs = {ob_id: wait_until(f"{ob_id}'s run", lambda i=ob_id: _run_id(stack, i))  # type: ignore[misc]
             for ob_id in [*waiting, dead_id]}
     for ob_id, run_id in runs.items():
@@ -124,7 +132,9 @@ def test_concurrent_reconciles_each_do_each_thing_once(stack: Stack) -> None:
     started = Counter(i for report in reports for i in report["started"])
     assert all(resumed[ob_id] == 1 for ob_id, _ in waking), resumed  # one of them woke each
     assert restarted[dead[0]] == 1, restarted
-    assert all(started[ob_id] == 1 for ob_id in missing), started
+    # A start queued by one pass may be made by another's paced start: both say "started";
+    # the client still gets one run and one link (below).
+    assert all(started[ob_id] >= 1 for ob_id in missing), started
 
     for ob_id, _ in waking:
         wait_until(f"{ob_id} in intake", lambda i=ob_id: stage_of(stack, i)  # type: ignore[misc]
