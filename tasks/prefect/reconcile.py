@@ -153,11 +153,12 @@ def resume_waiting(client: Any, run_id: UUID, seen_state: UUID) -> bool:
 
     Another reconcile, a VA's wake-up or the UI may resume the same run at the same moment.
     Prefect answers the later resume ABORT (not paused any more) — or, on its SQLite database,
-    HTTP 503: both resumes read the run Suspended, the first one's write went through and the
-    second one's was refused (its read was out of date: SQLITE_BUSY_SNAPSHOT), which Prefect
-    reports as "Service Unavailable". A 503 is answered by reading the run again: woken since
-    (its state changed), there is nothing left to do; still waiting in the same state, the
-    resume is asked again after a short pause, a few times, then the 503 is raised.
+    HTTP 503: both resumes read the run Suspended, the first one's write went through and
+    SQLite refused the second one's ("database is locked": its transaction read the run before
+    the other's write), which Prefect reports as "Service Unavailable". A 503 is answered by
+    reading the run again: woken since (its state changed), there is nothing left to do; still
+    waiting in the same state, the resume is asked again after a short pause, a few times, then
+    the 503 is raised.
     """
     from prefect.client.schemas.responses import SetStateStatus
     from prefect.exceptions import PrefectHTTPStatusError
