@@ -158,7 +158,8 @@ def resume_waiting(client: Any, run_id: UUID, seen_state: UUID) -> bool:
     the other's write), which Prefect reports as "Service Unavailable". A 503 is answered by
     reading the run again: woken since (its state changed), there is nothing left to do; still
     waiting in the same state, the resume is asked again after a short pause, a few times, then
-    the 503 is raised.
+    the 503 is raised. A refusal (REJECT) of a run that has moved on is the same collision;
+    of a run still waiting, it is an error.
     """
     from prefect.client.schemas.responses import SetStateStatus
     from prefect.exceptions import PrefectHTTPStatusError
@@ -169,17 +170,24 @@ def resume_waiting(client: Any, run_id: UUID, seen_state: UUID) -> bool:
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code != 503 or pause is None:
                 raise
-            state = client.read_flow_run(run_id).state
-            if state is None or state.id != seen_state:
+            if _moved_on(client, run_id, seen_state):
                 return False  # woken by someone else meanwhile
             time.sleep(pause * (1 + random.random()))  # jitter: concurrent passes retry apart
             continue
         if result.status == SetStateStatus.REJECT:
+            if _moved_on(client, run_id, seen_state):
+                return False  # refused because another resume moved it on first
             reason = getattr(result.details, "reason", None) or "no reason given"
             raise RuntimeError(f"Cannot resume this run: {reason}")
         # ABORT: it woke up between the read and the resume; nothing to do
         return bool(result.status == SetStateStatus.ACCEPT)
     raise AssertionError("unreachable")
+
+
+def _moved_on(client: Any, run_id: UUID, seen_state: UUID) -> bool:
+    """Whether the run has left the state this pass saw it in (someone else woke it)."""
+    state = client.read_flow_run(run_id).state
+    return state is None or bool(state.id != seen_state)
 
 
 __all__ = ["ReconcileReport", "queue_starts", "reconcile_runs", "remember_run", "resume_waiting"]
