@@ -58,15 +58,15 @@ def reconcile_cmd(as_json: JsonOpt = False) -> None:
     # Other reconciles may run at the same time (other VAs, the served flow): the database
     # decides which of them does what, so both succeed. What stops one is a server or database
     # busier than its retries; what it did before is kept, and running it again does the rest.
-    again = "reconcile stopped part-way; run it again (nothing is done twice)"
+    again = "reconcile stopped part-way; run it again{} (nothing is done twice)"
     try:
         report = reconcile_runs()
     except prefect_failures() as exc:
-        raise fail(f"{no_answer(exc)}; {again} once it answers", 1) from None
+        raise fail(f"{no_answer(exc)}; {again.format(' once it answers')}", 1) from None
     except OperationalError as exc:
         if not is_busy(exc):
             raise
-        raise fail(f"the database is busy; {again}", BUSY_EXIT) from None
+        raise fail(f"the database is busy; {again.format('')}", BUSY_EXIT) from None
     data = {"started": report.started, "resumed": report.resumed, "restarted": report.restarted}
     emit(as_json, data, f"started {report.started}, resumed {report.resumed}, "
                         f"restarted {report.restarted}")
