@@ -1,7 +1,8 @@
 """New clients without a terminal: the Prefect UI's start form, and the CRM poll."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: a run's process receives new_client by value
+# (cloudpickle), and pydantic checks its parameters against the annotations, which must then be
+# the types themselves, not names of globals left behind (tests/unit/test_flow_pickling.py).
 import datetime as dt
 
 from prefect import flow
