@@ -31,6 +31,7 @@ from tasks.prefect.runs import (
     prefect_settings,
     server_reachable,
     unreachable_note,
+    when_busy_again,
 )
 
 PACER = "start-queued-runs/start-queued-runs"
@@ -102,7 +103,8 @@ def start_queued() -> StartReport:
     from prefect import get_client
 
     with prefect_settings(), get_client(sync_client=True) as client:
-        free = get_settings().run_starts_in_flight - runs_in_flight(client)
+        free = get_settings().run_starts_in_flight - when_busy_again(
+            lambda: runs_in_flight(client))
     report = StartReport()
     with transaction() as session:
         due = list(session.execute(select(RunStart.onboarding_id, RunStart.attempt)

@@ -10,9 +10,10 @@ minutes (the wake-up tries again only a server that answers it is busy: tasks/pr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy.exc import OperationalError
@@ -22,6 +23,8 @@ from db.settings import get_settings
 from tasks.onboarding import records
 from tasks.prefect.names import onboarding_run_name
 from tasks.prefect.offline import stay_offline
+
+T = TypeVar("T")
 
 WAITING = "Suspended"
 
@@ -37,6 +40,33 @@ def configure_prefect_client() -> str:
         os.environ["PREFECT_API_URL"] = url
     stay_offline()
     return url
+
+
+BUSY = frozenset({502, 503, 504})  # the server, or a proxy before it, is busy: try again
+BUSY_RETRIES_S = (0.5, 1.0, 2.0, 4.0)  # the pauses before each new try; 7.5 s at most
+
+
+def answered_status(exc: BaseException) -> int | None:
+    """The HTTP status Prefect answered a failed call with, if it answered at all."""
+    # httpx and Prefect's client carry the status on the response; urllib on the error itself
+    status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(
+        exc, "code", None)
+    return status if isinstance(status, int) else None
+
+
+def when_busy_again(call: Callable[[], T]) -> T:
+    """`call()`, tried again after a busy answer (`BUSY`: Prefect answers 503 when its SQLite
+    database is locked) a few times within seconds; a call that times out is not tried again.
+    Only for calls a second try cannot double: a resume (a repeat is answered ABORT), a read,
+    a run created under an idempotency key."""
+    for pause in (*BUSY_RETRIES_S, None):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a busy answer
+            if pause is None or answered_status(exc) not in BUSY:
+                raise
+        time.sleep(pause)
+    raise AssertionError("not reached")  # the last try returns or raises
 
 
 @contextmanager
@@ -99,10 +129,8 @@ def unreachable_note() -> str:
 
 def no_answer(exc: BaseException) -> str:
     """Prefect took the call but did not answer it in time, or answered with an error."""
-    # httpx and Prefect's client carry the status on the response; urllib on the error itself
-    status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(
-        exc, "code", None)
-    if isinstance(status, int):  # it answered, with an error (a busy server says 503)
+    status = answered_status(exc)
+    if status is not None:  # it answered, with an error (a busy server says 503)
         return f"Prefect server at {configure_prefect_client()} answered HTTP {status}"
     return (f"Prefect server at {configure_prefect_client()} did not answer within "
             f"{get_settings().prefect_timeout:g} s ({type(exc).__name__})")
@@ -144,7 +172,7 @@ def create_run(onboarding_id: int, attempt: int = 0) -> str:
                 *(["demo"] if ob.demo else [])]
     name = onboarding_run_name(onboarding_id)
     with prefect_settings():
-        run: FlowRun = run_deployment(  # type: ignore[assignment]
+        run: FlowRun = when_busy_again(lambda: run_deployment(  # type: ignore[assignment]
             get_settings().onboarding_deployment,
             parameters={"onboarding_id": onboarding_id},
             timeout=0, tags=tags, flow_run_name=name, as_subflow=False,
@@ -152,7 +180,7 @@ def create_run(onboarding_id: int, attempt: int = 0) -> str:
             # reuses it.
             idempotency_key=f"onboarding-{onboarding_id}"
             + (f"-restart-{attempt}" if attempt else ""),
-        )
+        ))
     try:
         remember_run(onboarding_id, str(run.id))
     except OperationalError:

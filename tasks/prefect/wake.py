@@ -7,8 +7,9 @@ committed before anything here runs, a resumed run re-checks the record, and a r
 and suspends without seeing the fact is woken by the reconcile flow.
 
 A busy server says so: Prefect answers 503 when its database is locked (SQLite under load), and
-such a call is tried again a few times within seconds (`BUSY_RETRIES_S`), so the run is woken now
-rather than by the next reconcile pass. A call that times out is not tried again.
+such a call is tried again a few times within seconds (`tasks.prefect.runs.when_busy_again`), so
+the run is woken now rather than by the next reconcile pass. A call that times out is not tried
+again.
 """
 
 from __future__ import annotations
@@ -32,10 +33,8 @@ from tasks.prefect.runs import (
     no_answer_note,
     ui_url,
     unreachable_note,
+    when_busy_again,
 )
-
-BUSY = frozenset({502, 503, 504})  # the server, or a proxy before it, is busy: try again
-BUSY_RETRIES_S = (0.5, 1.0, 2.0, 4.0)  # the pauses before each new try; 7.5 s at most
 
 
 class _Gone(Exception):
@@ -107,14 +106,15 @@ def wake(flow_run_id: UUID, wait_seconds: float = 0.0) -> str:
 def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """One Prefect API call, each try bounded by HANDOFF_PREFECT_TIMEOUT; its JSON answer.
 
-    Tried again after a busy answer (`BUSY`): a resume the server refused with 503 changed
-    nothing, and one it did apply is answered ABORT ("already resuming") the second time.
+    Tried again after a busy answer: a resume the server refused with 503 changed nothing, and
+    one it did apply is answered ABORT ("already resuming") the second time.
     """
     request = urllib.request.Request(
         configure_prefect_client().rstrip("/") + path, method=method,
         data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **api_headers()})
-    for pause in (*BUSY_RETRIES_S, None):
+
+    def once() -> dict[str, Any]:
         try:
             with urllib.request.urlopen(request,
                                         timeout=get_settings().prefect_timeout) as response:
@@ -123,10 +123,9 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[st
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise _Gone from None
-            if exc.code not in BUSY or pause is None:
-                raise
-        time.sleep(pause)
-    raise AssertionError("not reached")  # the last try returns or raises
+            raise
+
+    return when_busy_again(once)
 
 
 def _stage_now(onboarding_id: int) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tasks.prefect import wake
+from tasks.prefect import runs, wake
 
 RUN = uuid.uuid4()
 
@@ -81,7 +81,7 @@ class FakePrefect:
 def prefect(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakePrefect]]:
     """The fakes a test serves (stopped after it); the retries' pauses shortened."""
     started: list[FakePrefect] = []
-    monkeypatch.setattr(wake, "BUSY_RETRIES_S", (0.01, 0.01, 0.01, 0.01))
+    monkeypatch.setattr(runs, "BUSY_RETRIES_S", (0.01, 0.01, 0.01, 0.01))
     monkeypatch.delenv("PREFECT_UI_URL", raising=False)
     yield started
     for fake in started:
@@ -117,7 +117,7 @@ def test_a_server_busy_for_longer_leaves_the_run_to_reconcile(
     with pytest.raises(urllib.error.HTTPError) as raised:
         wake.wake(RUN)
     assert raised.value.code == 503
-    assert fake.resumes() == 1 + len(wake.BUSY_RETRIES_S) and fake.state["type"] == "PAUSED"
+    assert fake.resumes() == 1 + len(runs.BUSY_RETRIES_S) and fake.state["type"] == "PAUSED"
 
 
 def test_an_error_that_is_not_busy_is_not_tried_again(
@@ -126,3 +126,37 @@ def test_an_error_that_is_not_busy_is_not_tried_again(
     with pytest.raises(urllib.error.HTTPError) as raised:
         wake.wake(RUN)
     assert raised.value.code == 500 and fake.resumes() == 1
+
+
+class _Answered(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.response = type("Response", (), {"status_code": status})()
+
+
+@pytest.mark.parametrize(("failures", "calls", "succeeds"), [
+    ([503, 502, 504], 4, True),  # busy three times, then answered
+    ([503] * 5, 5, False),  # busy every time: the last busy answer is raised
+    ([404], 1, False),  # an answer that is no busy one: raised at once
+    ([TimeoutError()], 1, False),  # no answer in time: never tried again
+])
+def test_a_busy_answer_is_tried_again_and_nothing_else_is(
+        monkeypatch: pytest.MonkeyPatch, failures: list[object], calls: int,
+        succeeds: bool) -> None:
+    """The start path (`create_run`, `runs_in_flight`) and the wake-up share this rule."""
+    monkeypatch.setattr(runs, "BUSY_RETRIES_S", (0.0, 0.0, 0.0, 0.0))
+    made: list[int] = []
+
+    def call() -> str:
+        made.append(1)
+        if len(made) <= len(failures):
+            failure = failures[len(made) - 1]
+            raise failure if isinstance(failure, BaseException) else _Answered(int(failure))
+        return "answered"
+
+    if succeeds:
+        assert runs.when_busy_again(call) == "answered"
+    else:
+        with pytest.raises((_Answered, TimeoutError)):
+            runs.when_busy_again(call)
+    assert len(made) == calls
