@@ -340,15 +340,20 @@ def test_two_concurrent_deliveries_send_each_message_once(
     assert {(r.status, r.attempts) for r in rows(factory)} == {("sent", 1)}
 
 
+def queue_numbered(factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
+                   count: int) -> None:
+    """`count` messages queued, to c0@example.org, c1@example.org, ... in that order."""
+    queue(factory, playbook, [replace(d, recipients=[f"c{i}@example.org"])
+                              for i, d in enumerate(drafts(factory, playbook, ob_id, count))])
+
+
 def test_a_pipelined_batch_records_each_result_before_the_next_message_goes_out(
         factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
         smtp: LoopbackSmtp) -> None:
     # One pass, six messages on a pipelining server: c1 refused at RCPT, c2 refused after its
     # final dot, c3 taken by the server whose 250 never arrives (the connection dies with c4's
     # envelope behind c3's dot), c5 on a reopened connection.
-    batch = [replace(d, recipients=[f"c{i}@example.org"])
-             for i, d in enumerate(drafts(factory, playbook, ob_id, 6))]
-    queue(factory, playbook, batch)
+    queue_numbered(factory, playbook, ob_id, 6)
     smtp.refuse_recipients = {"c1@example.org": 550}
     smtp.refuse_content = {"c2@example.org": 554}
     smtp.drop_after_dot_to = {"c3@example.org"}
@@ -409,9 +414,7 @@ def test_a_pass_reads_in_a_fixed_number_of_statements(
 def test_a_server_without_pipelining_gets_the_batch_one_step_at_a_time(
         factory: sessionmaker[Session], playbook: Playbook, ob_id: int,
         smtp: LoopbackSmtp) -> None:
-    batch = [replace(d, recipients=[f"c{i}@example.org"])
-             for i, d in enumerate(drafts(factory, playbook, ob_id, 4))]
-    queue(factory, playbook, batch)
+    queue_numbered(factory, playbook, ob_id, 4)
     smtp.offer_pipelining = False
     smtp.refuse_content = {"c1@example.org": 554}
     smtp.drop_after_dot_to = {"c2@example.org"}
