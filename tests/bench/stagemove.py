@@ -60,6 +60,7 @@ def move(env: dict[str, str], onboarding_id: int) -> dict[str, Any]:
     except TimeoutError:
         # The wake-up did not reach the run (best effort by design): reconcile must wake it.
         missed = said.stdout.strip().splitlines()[-1:] or [""]
+        missed.append(f"states since the call: {_states_since(factory, onboarding_id, called)}")
         for _ in range(3):  # another VA's reconcile may be waking the same runs: ask again
             woke = subprocess.run([str(HANDOFF), "reconcile"], env=env, capture_output=True,
                                   text=True, timeout=300)
@@ -96,6 +97,24 @@ def moves_by(env: dict[str, str], ids: list[int], vas: int) -> list[dict[str, An
     for worker in workers:
         worker.join()
     return done
+
+
+def _states_since(factory: Any, onboarding_id: int, after: dt.datetime) -> str:
+    """The run's states from `after` on, each with its seconds since then (why a wake-up
+    missed)."""
+    from prefect import get_client
+    from sqlalchemy import select
+
+    from db.models import Onboarding
+
+    with factory() as session:
+        run_id = session.scalar(select(Onboarding.flow_run_id)
+                                .where(Onboarding.id == onboarding_id))
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(uuid.UUID(str(run_id)))
+    return ", ".join(f"{state.name} +{(state.timestamp - after).total_seconds():.1f}s"
+                     for state in sorted(states, key=lambda s: s.timestamp)
+                     if state.timestamp >= after - dt.timedelta(seconds=30))
 
 
 def _state_times(flow_run_id: str, after: dt.datetime) -> dict[str, dt.datetime]:
