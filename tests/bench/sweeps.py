@@ -39,29 +39,29 @@ REPEATS = {1_000: 5, 10_000: 5, 100_000: 2}
 FLOOR_SQL = """
 SELECT 'o', o.id, o.client_name, o.segment, o.offer, o.owner_email, o.backup_email,
        o.contact_emails, o.stage, o.stage_entered_at, o.next_action, o.next_action_due,
-       o.closed_at, o.kickoff_at, o.kickoff_by, o.first_milestone, o.stage_items
+       o.closed_at, o.kickoff_at, o.kickoff_by, o.first_milestone, o.stage_items, o.status, o.client_tz
   FROM onboardings o WHERE o.status = 'active'
 UNION ALL
 SELECT 'a', a.onboarding_id, a.key, a.recorded_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM artifacts a JOIN onboardings o ON o.id = a.onboarding_id WHERE o.status = 'active'
 UNION ALL
 SELECT 'm', c.onboarding_id, c.template, c.idempotency_key, c.status, c.sent_at, c.created_at,
-       c.cycle, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       c.cycle, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM communications c JOIN onboardings o ON o.id = c.onboarding_id WHERE o.status = 'active'
 UNION ALL
 SELECT 'b', b.onboarding_id, b.id, b.type, b.critical, b.note, b.opened_at, b.affects_timeline,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM blockers b JOIN onboardings o ON o.id = b.onboarding_id
  WHERE o.status = 'active' AND b.resolved_at IS NULL
 UNION ALL
 SELECT 'r', r.onboarding_id, max(r.at), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM client_responses r JOIN onboardings o ON o.id = r.onboarding_id
  WHERE o.status = 'active' AND r.kind = 'response' GROUP BY r.onboarding_id
 UNION ALL
 SELECT 'w', 0, w.email, w.until, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL
   FROM owner_away w WHERE w.since <= :as_of AND w.until >= :local_day
 """
 
@@ -71,7 +71,8 @@ class _Row:
 
     __slots__ = ("id", "client_name", "segment", "offer", "owner_email", "backup_email",
                  "contact_emails", "stage", "stage_entered_at", "next_action", "next_action_due",
-                 "closed_at", "kickoff_at", "kickoff_by", "first_milestone", "stage_items")
+                 "closed_at", "kickoff_at", "kickoff_by", "first_milestone", "stage_items",
+                 "status", "client_tz")
 
     def __init__(self, values: tuple[Any, ...]) -> None:
         for name, value in zip(self.__slots__, values, strict=True):
@@ -122,7 +123,7 @@ def floor_sweep(dbapi: Any, playbook: Any, as_of: dt.datetime, *, messages: bool
         if kind == "o":
             row = _Row((ob_id, v[0], v[1], v[2], v[3], v[4], v[5], v[6], _ts(v[7]), v[8],
                         _ts(v[9]), _ts(v[10]), _ts(v[11]), _day(v[12]), _day(v[13]),
-                        json.loads(v[14]) if v[14] else None))
+                        json.loads(v[14]) if v[14] else None, v[15], v[16]))
             clients[ob_id] = Client(row=row)  # type: ignore[arg-type]
         elif kind == "a":
             clients[ob_id].artifacts[v[0]] = _ts(v[1])
