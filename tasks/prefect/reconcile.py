@@ -39,9 +39,12 @@ def _active() -> list[tuple[int, str | None, bool, int]]:
     a fixed number of statements whatever their number."""
     playbook = get_playbook()
     with transaction(read_only=True) as session:  # SQLite: no write lock while reading them all
-        runs = dict(session.connection().execute(select(Onboarding.id, Onboarding.flow_run_id)
-                                    .where(Onboarding.status == "active")).tuples().all())
-        problems = active_exit_problems(session, playbook)
+        rows = session.connection().execute(
+            select(Onboarding.id, Onboarding.flow_run_id, Onboarding.stage, Onboarding.stage_items)
+            .where(Onboarding.status == "active")).tuples().all()
+        runs = {onboarding_id: run_id for onboarding_id, run_id, _, _ in rows}
+        problems = active_exit_problems(session, playbook,
+                                        [(i, stage, items) for i, _, stage, items in rows])
         restarts: dict[int | None, int] = dict(session.connection().execute(  # type: ignore[arg-type]
             select(Event.onboarding_id, func.count()).where(Event.kind == "flow_run_restarted")
             .group_by(Event.onboarding_id)).all())

@@ -9,6 +9,7 @@ is met) is measured on a real server at 10k waiting runs by `--only scale` (test
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -41,7 +42,7 @@ def floor(connect: Callable[[], Any], mark: str = "?") -> list[tuple[int, str | 
         return ", ".join([mark] * len(keys))
 
     with closing(connect()) as conn:
-        rows = conn.execute("SELECT id, flow_run_id, stage FROM onboardings "
+        rows = conn.execute("SELECT id, flow_run_id, stage, stage_items FROM onboardings "
                             "WHERE status = 'active'").fetchall()
         facts: dict[int, ExitFacts] = {}
         for onboarding_id, key in conn.execute(
@@ -61,9 +62,12 @@ def floor(connect: Callable[[], Any], mark: str = "?") -> list[tuple[int, str | 
             facts.setdefault(onboarding_id, ExitFacts()).critical.append((blocker_id, kind))
         restarts = dict(conn.execute("SELECT onboarding_id, count(*) FROM events WHERE kind = "
                                      "'flow_run_restarted' GROUP BY onboarding_id").fetchall())
+    # The items each client is held to: those its stage required when it entered (held_items);
+    # sqlite3 gives the JSON column as text, psycopg decoded.
     return [(onboarding_id, run_id,
-             not exit_problems_of(playbook, stage, facts.get(onboarding_id, ExitFacts())),
-             int(restarts.get(onboarding_id, 0))) for onboarding_id, run_id, stage in rows]
+             not exit_problems_of(playbook, stage, facts.get(onboarding_id, ExitFacts()),
+                                  json.loads(items) if isinstance(items, str) else items),
+             int(restarts.get(onboarding_id, 0))) for onboarding_id, run_id, stage, items in rows]
 
 
 def reconcile_worker(source: str) -> dict[str, Any]:
