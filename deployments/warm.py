@@ -9,15 +9,16 @@ directory and environment, runs the command exactly as `handoff` would have in-p
 its exit code and exits. The caller returns once the child has finished, so a recorded fact is
 committed before the VA's prompt comes back.
 
-A spare makes itself ready while nobody waits (`SPARES` of them, replaced as they are taken):
-it runs the VA's record commands (`WARM_UP`) on a scratch copy of a database this process made
-at start, so what a fresh child would do the first time (copying the pages it writes to, building
-the ORM's and the SQL compiler's per-class caches, Typer's command tree) is done before the
-call. Where the configured database is SQLite, that warm-up goes through the very engine the
-command will use (its connections opened on the scratch file, then closed), so the statements
-come compiled. The warm-up runs with scratch settings (its own home, no Prefect API) and is
-undone before the call: settings, environment and connections are the caller's. A spare that
-finds the caller's settings other than the ones it prepared for drops what it prepared.
+A spare makes itself ready while nobody waits (`SPARES` of them, each replaced once its command
+has finished): it runs the VA's record commands (`WARM_UP`) on a scratch copy of a database this
+process made at start, so what a fresh child would do the first time (copying the pages it
+writes to, building the ORM's and the SQL compiler's per-class caches, Typer's command tree) is
+done before the call. Where the configured database is SQLite, that warm-up goes through the
+very engine the command will use (its connections opened on the scratch file, then closed), so
+the statements come compiled. The warm-up runs with scratch settings (its own home, no Prefect
+API) and is undone before the call: settings, environment and connections are the caller's. A
+spare that finds the caller's settings other than the ones it prepared for drops what it
+prepared.
 
 Only the user who started it may use it (the socket checks the caller's uid). When a module it
 imported changed on disk (a `git pull`), it declines the command (the caller runs it itself) and
@@ -37,6 +38,7 @@ import socket
 import struct
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 from importlib import import_module
@@ -49,6 +51,7 @@ from deployments.server import die_with_parent
 UCRED = struct.Struct("3i")  # pid, uid, gid of the caller (SO_PEERCRED)
 MAX_REQUEST = 4 * 1024 * 1024
 SPARES = 2  # children ready at once: a VA's call and another's arriving before a new one is
+REPLACE_AFTER = 1.0  # seconds a command runs before its spare is replaced all the same
 NOTE = struct.Struct("!ci")  # spare -> this process: (b"T" took a call | b"S" stale, pid)
 NO_PREFECT = "http://127.0.0.1:9/api"  # the warm-up wakes nothing: nothing listens there
 # The VA's record commands, run on the scratch database by every spare before its call.
@@ -397,19 +400,26 @@ def spare(listener: socket.socket, notes: int, files: dict[str, int],
 def serve(listener: socket.socket, files: dict[str, int], template: Path | None,
           served: list[int]) -> None:
     """Keep SPARES spares waiting on the socket until the code on disk changes or the process
-    is stopped; `served` counts the calls taken."""
+    is stopped; `served` counts the calls taken.
+
+    A spare that took a call is replaced once its command has finished (or has run for
+    REPLACE_AFTER): the new spare's warm-up then never takes CPU from the command the VA waits
+    for, and the other spare is there for a call that comes meanwhile."""
     notes_r, notes_w = os.pipe()
     spares: set[int] = set()
+    taken: dict[int, float] = {}  # children running a command: when they took it
     failed = 0
     try:
         while True:
-            while len(spares) < SPARES:
+            now = time.monotonic()
+            running = sum(1 for at in taken.values() if now - at < REPLACE_AFTER)
+            while len(spares) + running < SPARES:
                 pid = os.fork()
                 if pid == 0:
                     os.close(notes_r)
                     spare(listener, notes_w, files, template)
                 spares.add(pid)
-            ready, _, _ = select.select([notes_r], [], [], 1.0)
+            ready, _, _ = select.select([notes_r], [], [], 0.02 if taken else 1.0)
             if ready:
                 data = os.read(notes_r, NOTE.size * 64)
                 for offset in range(0, len(data) - len(data) % NOTE.size, NOTE.size):
@@ -419,9 +429,11 @@ def serve(listener: socket.socket, files: dict[str, int], template: Path | None,
                         print("handoff warm CLI: code changed on disk; exiting",
                               file=sys.stderr, flush=True)
                         return
+                    taken[pid] = time.monotonic()
                     served[0] += 1
                     failed = 0
             for pid in reap():
+                taken.pop(pid, None)
                 if pid in spares:  # died before taking a call
                     spares.discard(pid)
                     failed += 1
