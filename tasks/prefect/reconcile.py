@@ -3,8 +3,6 @@ waiting only when it must. Running it twice in a row does nothing the second tim
 
 from __future__ import annotations
 
-import random
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -16,7 +14,7 @@ from db.playbook import get_playbook
 from db.session import transaction
 from tasks.onboarding import records
 from tasks.onboarding.exits import active_exit_problems
-from tasks.prefect.runs import WAITING, prefect_settings, remember_run
+from tasks.prefect.runs import WAITING, prefect_settings, remember_run, when_busy_again
 
 DEAD = {"CANCELLED", "CRASHED", "FAILED"}
 
@@ -135,9 +133,6 @@ def queue_starts(starts: list[Start]) -> set[int]:
     return queued
 
 
-RESUME_PAUSES = (0.2, 0.5, 1.0)  # seconds (plus jitter) between tries of a resume answered 503
-
-
 def _resume(report: ReconcileReport, resumes: list[tuple[int, UUID, UUID]]) -> None:
     """Resume these suspended runs through one API client (the paged read above saw them
     Suspended, so no second read per run unless a resume is answered 503)."""
@@ -157,34 +152,33 @@ def resume_waiting(client: Any, run_id: UUID, seen_state: UUID) -> bool:
     Another reconcile, a VA's wake-up or the UI may resume the same run at the same moment.
     Prefect answers the later resume ABORT (not paused any more) — or, on its SQLite database,
     HTTP 503: both resumes read the run Suspended, the first one's write went through and
-    SQLite refused the second one's ("database is locked": its transaction read the run before
-    the other's write), which Prefect reports as "Service Unavailable". A 503 is answered by
-    reading the run again: woken since (its state changed), there is nothing left to do; still
-    waiting in the same state, the resume is asked again after a short pause, a few times, then
-    the 503 is raised. A refusal (REJECT) of a run that has moved on is the same collision;
-    of a run still waiting, it is an error.
+    SQLite refused the second one's ("database is locked"), which Prefect reports as "Service
+    Unavailable". A busy answer is tried again as every Prefect call is (`when_busy_again`), the
+    run read again first: woken since (its state changed), there is nothing left to do. A
+    refusal (REJECT) of a run that has moved on is the same collision; of a run still waiting,
+    it is an error.
     """
     from prefect.client.schemas.responses import SetStateStatus
-    from prefect.exceptions import PrefectHTTPStatusError
 
-    for pause in (*RESUME_PAUSES, None):
-        try:
-            result = client.resume_flow_run(run_id, run_input={})
-        except PrefectHTTPStatusError as exc:
-            if exc.response.status_code != 503 or pause is None:
-                raise
-            if _moved_on(client, run_id, seen_state):
-                return False  # woken by someone else meanwhile
-            time.sleep(pause * (1 + random.random()))  # jitter: concurrent passes retry apart
-            continue
-        if result.status == SetStateStatus.REJECT:
-            if _moved_on(client, run_id, seen_state):
-                return False  # refused because another resume moved it on first
-            reason = getattr(result.details, "reason", None) or "no reason given"
-            raise RuntimeError(f"Cannot resume this run: {reason}")
-        # ABORT: it woke up between the read and the resume; nothing to do
-        return bool(result.status == SetStateStatus.ACCEPT)
-    raise AssertionError("unreachable")
+    tries = 0
+
+    def resume() -> Any:
+        nonlocal tries
+        tries += 1
+        if tries > 1 and _moved_on(client, run_id, seen_state):
+            return None  # woken by someone else meanwhile
+        return client.resume_flow_run(run_id, run_input={})
+
+    result = when_busy_again(resume)
+    if result is None:
+        return False
+    if result.status == SetStateStatus.REJECT:
+        if _moved_on(client, run_id, seen_state):
+            return False  # refused because another resume moved it on first
+        reason = getattr(result.details, "reason", None) or "no reason given"
+        raise RuntimeError(f"Cannot resume this run: {reason}")
+    # ABORT: it woke up between the read and the resume; nothing to do
+    return bool(result.status == SetStateStatus.ACCEPT)
 
 
 def _moved_on(client: Any, run_id: UUID, seen_state: UUID) -> bool:

@@ -10,6 +10,7 @@ minutes (the wake-up tries again only a server that answers it is busy: tasks/pr
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,7 +66,7 @@ def when_busy_again(call: Callable[[], T]) -> T:
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is a busy answer
             if pause is None or answered_status(exc) not in BUSY:
                 raise
-        time.sleep(pause)
+        time.sleep(pause * (0.5 + random.random()))  # jitter: callers colliding retry apart
     raise AssertionError("not reached")  # the last try returns or raises
 
 
