@@ -364,6 +364,7 @@ def spare(listener: socket.socket, notes: int, files: dict[str, int],
     try:
         for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by the fork
         parent = os.getppid()
         die_with_parent()  # a spare left alone would hold the socket
         if os.getppid() != parent:
@@ -414,10 +415,15 @@ def serve(listener: socket.socket, files: dict[str, int], template: Path | None,
             now = time.monotonic()
             running = sum(1 for at in taken.values() if now - at < REPLACE_AFTER)
             while len(spares) + running < SPARES:
+                # SIGTERM waits while forking: its handler's SystemExit, raised inside fork's
+                # own callbacks (logging's lock release), would be swallowed there and the
+                # process would serve on. The spare takes SIGTERM's default, then unblocks it.
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
                 pid = os.fork()
                 if pid == 0:
                     os.close(notes_r)
                     spare(listener, notes_w, files, template)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
                 spares.add(pid)
             ready, _, _ = select.select([notes_r], [], [], 0.02 if taken else 1.0)
             if ready:
